@@ -1,0 +1,76 @@
+"""`dreamdist` command line: one sub-command per module in this package.
+
+Each command module defines ``add_arguments(parser)`` and ``run(args) -> int``. Modules are imported
+only when their command runs, so ``dreamdist --help`` answers without importing torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from typing import Sequence
+
+from dreamdist.errors import DreamdistError
+
+# name -> (module under dreamdist.cli, one-line help)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "end-to-end demo on the embedded tiny model (no downloads, CPU, minutes)"),
+    "train": ("train", "learn a prompt distribution from a folder of reference images"),
+    "sample": ("sample", "sample images from one or more distributions (gamma, templates, mixing)"),
+    "sweep-gamma": ("sweep_gamma", "Figure-5-style grid: the same seeds across gamma values"),
+    "mix": ("mix", "Figure-6-style interpolation row between two distributions"),
+    "inspect": ("inspect", "show a distribution file's metadata, sigma summary and nearest tokens"),
+    "make-tiny-model": ("make_tiny_model", "write a tiny random-weight SD-2-architecture model"),
+    "batch": ("batch", "train many 3D assets (one per seed) with threestudio, resumable"),
+    "export-mesh": ("export_mesh", "convert a threestudio OBJ export to a game-ready GLB"),
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    lines = "\n".join(f"  {name:<16} {help_}" for name, (_, help_) in COMMANDS.items())
+    return argparse.ArgumentParser(
+        prog="dreamdist",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Learn a prompt distribution from reference images and sample new 2D images "
+        "and 3D assets in their style.",
+        epilog=f"commands:\n{lines}\n\nRun `dreamdist COMMAND --help` for a command's options.",
+        usage="dreamdist [-h] [--version] COMMAND [options]",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        top.print_help()
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from dreamdist import __version__
+
+        print(f"dreamdist {__version__}")
+        return 0
+    name = argv[0]
+    if name not in COMMANDS:
+        top.error(f"unknown command {name!r}; choose from: {', '.join(COMMANDS)}")
+    module_name, help_ = COMMANDS[name]
+    module = importlib.import_module(f"dreamdist.cli.{module_name}")
+    parser = argparse.ArgumentParser(
+        prog=f"dreamdist {name}",
+        description=(module.__doc__ or help_).strip(),
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    module.add_arguments(parser)
+    args = parser.parse_args(argv[1:])
+    try:
+        return int(module.run(args) or 0)
+    except DreamdistError as exc:
+        print(f"dreamdist {name}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"dreamdist {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
