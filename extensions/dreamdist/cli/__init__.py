@@ -54,6 +54,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         top.error(f"unknown command {name!r}; choose from: {', '.join(COMMANDS)}")
     module_name, help_ = COMMANDS[name]
+    from dreamdist.quiet import quiet_libraries
+
+    quiet_libraries()
     module = importlib.import_module(f"dreamdist.cli.{module_name}")
     parser = argparse.ArgumentParser(
         prog=f"dreamdist {name}",

@@ -1,0 +1,44 @@
+"""The learnable prompt set: K soft prompts of M token vectors, the only trained parameters."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from dreamdist.encoder import EncodedPrompts, SoftPromptEncoder
+from dreamdist.gaussian import FeatureGaussian
+from dreamdist.templates import Template
+
+
+class PromptSet(nn.Module):
+    """``ctx`` (K, M, d_tok), initialised N(0, 0.02) as in the paper and its reference code."""
+
+    def __init__(self, num_prompts: int, num_tokens: int, token_dim: int, seed: int | None = None) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        init = torch.randn(num_prompts, num_tokens, token_dim, generator=generator) * 0.02
+        self.ctx = nn.Parameter(init)
+
+    @classmethod
+    def from_ctx(cls, ctx: torch.Tensor) -> "PromptSet":
+        prompts = cls(*ctx.shape)
+        with torch.no_grad():
+            prompts.ctx.copy_(ctx)
+        return prompts
+
+    @property
+    def num_prompts(self) -> int:
+        return self.ctx.shape[0]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.ctx.shape[1]
+
+    def encode(self, encoder: SoftPromptEncoder, template: Template) -> EncodedPrompts:
+        return encoder.encode_soft(self.ctx, template)
+
+    def gaussian(self, encoder: SoftPromptEncoder, template: Template) -> tuple[FeatureGaussian, EncodedPrompts]:
+        """The feature-space Gaussian for ``template`` (differentiable in ctx) and the encodings it
+        was fitted on (their pooled features feed the orthogonality loss)."""
+        encoded = self.encode(encoder, template)
+        return FeatureGaussian.fit(encoded.features), encoded

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny random-weight SD-2-architecture models, built once per test session and
+loaded through the same from_pretrained path real users use."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("DREAMDIST_CACHE", str(Path(__file__).parent / ".." / ".cache" / "test-cache"))
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+from dreamdist.quiet import quiet_libraries  # noqa: E402
+
+quiet_libraries()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """SD 2.1-base-like tiny model (epsilon prediction)."""
+    from dreamdist.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-eps", prediction_type="epsilon")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir_v(tmp_path_factory) -> Path:
+    """SD 2.1-like tiny model (v-prediction)."""
+    from dreamdist.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-v", prediction_type="v_prediction")
+
+
+@pytest.fixture(scope="session")
+def other_model_dir(tmp_path_factory) -> Path:
+    """A different text encoder (other random weights): distributions must refuse it."""
+    from dreamdist.tiny_model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("models") / "tiny-other", seed=123)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_model_dir):
+    from dreamdist.encoder import SoftPromptEncoder
+
+    return SoftPromptEncoder.from_pretrained(tiny_model_dir)
+
+
+def write_random_distribution(path: Path, encoder, model_dir, k: int = 4, m: int = 2, seed: int = 0,
+                              template: str = "{}", scale: float = 1.0) -> Path:
+    """A distribution file with random learned vectors (scale >> init so the K prompts differ)."""
+    from dreamdist.distfile import DistributionFile, Fingerprint, save_distribution
+
+    g = torch.Generator().manual_seed(seed)
+    ctx = torch.randn(k, m, encoder.token_dim, generator=g) * scale
+    dist = DistributionFile(ctx=ctx, base_model=str(model_dir), fingerprint=Fingerprint.of(encoder.text_encoder),
+                            template=template, training={"steps": 0}, image_count=0)
+    return save_distribution(path, dist)
+
+
+@pytest.fixture(scope="session")
+def tiny_distribution(tmp_path_factory, tiny_encoder, tiny_model_dir) -> Path:
+    """A random K=4, M=2 distribution file for the tiny epsilon model."""
+    return write_random_distribution(tmp_path_factory.mktemp("dists") / "random.safetensors", tiny_encoder, tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_distribution_b(tmp_path_factory, tiny_encoder, tiny_model_dir) -> Path:
+    """A second, different random distribution for mixing tests."""
+    return write_random_distribution(tmp_path_factory.mktemp("dists") / "random_b.safetensors", tiny_encoder,
+                                     tiny_model_dir, seed=1)
