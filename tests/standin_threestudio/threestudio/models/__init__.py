@@ -1,0 +1,3 @@
+"""STAND-IN for threestudio.models (tests only)."""
+
+from . import prompt_processors  # noqa: F401

@@ -1,0 +1,3 @@
+"""STAND-IN for threestudio.models.prompt_processors (tests only)."""
+
+from . import base  # noqa: F401

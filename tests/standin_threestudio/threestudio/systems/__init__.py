@@ -1,0 +1,3 @@
+"""STAND-IN for threestudio.systems (tests only)."""
+
+from . import base  # noqa: F401
