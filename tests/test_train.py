@@ -1,0 +1,370 @@
+"""`dreamdist train` on the tiny model (CPU): learning, frozen weights, resume, caching, bad input, CLI."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from dreamdist.cli import main
+from dreamdist.distfile import load_distribution
+from dreamdist.errors import DreamdistError, InputError
+from dreamdist.prompts import PromptSet
+from dreamdist.train import (
+    TrainConfig,
+    TrainingDiverged,
+    TrainingInterrupted,
+    default_paths,
+    train_distribution,
+)
+
+# Small K/M/S/B keep each step at a few tens of milliseconds on two CPU cores.
+SMALL = TrainConfig(num_prompts=4, num_tokens=2, samples=2, batch_size=2, steps=30, lr=3e-2, checkpoint_every=0)
+
+
+def draw_images(folder: Path, count: int = 6) -> Path:
+    """Synthetic reference images: coloured shapes on white, various sizes and formats."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        size = (36 + 4 * i, 32 + 2 * (i % 3))
+        image = Image.new("RGB", size, (255, 255, 255))
+        draw = ImageDraw.Draw(image)
+        colour = (220, 40 + 30 * i, 60)
+        if i % 2:
+            draw.ellipse((4, 4, size[0] - 6, size[1] - 4), fill=colour)
+        else:
+            draw.rectangle((6, 6, size[0] - 8, size[1] - 6), fill=colour)
+        image.save(folder / f"ref{i}.{'png' if i % 3 else 'jpg'}")
+    return folder
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: these tiny ops gain nothing from two, and on a shared two-core machine
+    two threads per process oversubscribe the cores and run ~10x slower."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory) -> Path:
+    return draw_images(tmp_path_factory.mktemp("refs") / "images")
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model_dir):
+    import warnings
+
+    from dreamdist.runtime import load_pipeline
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # diffusers' torch_dtype deprecation notice
+        return load_pipeline(tiny_model_dir, torch.device("cpu"))
+
+
+def weights(pipe) -> dict[str, torch.Tensor]:
+    return {f"{name}.{key}": value.detach().clone()
+            for name in ("unet", "vae", "text_encoder")
+            for key, value in getattr(pipe, name).state_dict().items()}
+
+
+def csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_training_learns_only_the_vectors_and_writes_a_usable_file(pipe, images, tmp_path, tiny_model_dir):
+    before = weights(pipe)
+    vae_rows, unet_batches, text_batches, at_first_step = [], [], [], []
+    hooks = [
+        pipe.vae.encoder.register_forward_hook(lambda m, args, out: vae_rows.append(args[0].shape[0])),
+        pipe.unet.register_forward_hook(lambda m, args, out: unet_batches.append(args[0].shape[0])),
+        pipe.text_encoder.register_forward_hook(lambda m, args, kwargs, out: text_batches.append(
+            kwargs["input_ids"].shape[0]), with_kwargs=True),
+    ]
+
+    def first_step(info):
+        if info.step == 1:
+            at_first_step.append(sum(vae_rows))
+
+    out = tmp_path / "run" / "dist.safetensors"
+    try:
+        result = train_distribution(images, pipe, out, SMALL, progress=False, callback=first_step)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    # the same draws with (almost) frozen vectors: the loss the trained vectors must beat
+    baseline = train_distribution(images, pipe, tmp_path / "base" / "dist.safetensors", replace(SMALL, lr=1e-9),
+                                  progress=False)
+
+    # learning. Per-step losses vary far more with the random timesteps and noise than training
+    # moves them, so "last 10 steps vs first 10" of one run is a coin toss on a random-weight model.
+    # Instead compare with a run that draws the very same batches, timesteps and noise (same seed)
+    # but barely moves its vectors: identical first step, then a clearly lower smoothed loss.
+    trained, frozen = result.diffusion_losses, baseline.diffusion_losses
+    assert len(trained) == 30 and all(math.isfinite(x) for x in trained)
+    assert trained[0] == frozen[0]
+    gain_last = sum(f - t for f, t in zip(frozen[-10:], trained[-10:])) / 10
+    gain_first = sum(f - t for f, t in zip(frozen[:10], trained[:10])) / 10
+    assert gain_last > 0.01 and gain_last > gain_first, (gain_first, gain_last)
+
+    # frozen model: bit-identical weights, no gradient anywhere
+    after = weights(pipe)
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    for name in ("unet", "vae", "text_encoder"):
+        assert all(p.grad is None and not p.requires_grad for p in getattr(pipe, name).parameters())
+
+    # caching and batching: VAE once per image and flip, before the first step; one UNet call per
+    # step with the B x S samples as one batch; one text-encoder call per step on the K prompts
+    assert result.vae_images_encoded == 12 and sum(vae_rows) == 12 and at_first_step == [12]
+    assert unet_batches == [SMALL.batch_size * SMALL.samples] * 30
+    assert text_batches == [SMALL.num_prompts] * 30
+
+    # the file: loads, samples, records how it was made; the log has one row per step
+    from dreamdist.distribution import PromptDistribution
+    from dreamdist.encoder import SoftPromptEncoder
+
+    assert result.finished and result.out == out and out.is_file()
+    dist = load_distribution(out)
+    assert dist.ctx.shape == (4, 2, 32) and dist.image_count == 6
+    assert dist.training["steps_done"] == 30 and dist.training["prediction_type"] == "epsilon"
+    assert not torch.equal(dist.ctx, PromptSet(4, 2, 32, seed=0).ctx.detach())
+    encoder = SoftPromptEncoder.from_pretrained(tiny_model_dir)
+    sample = PromptDistribution.from_files([out], encoder).sample([0])
+    assert sample.shape == (1, 77, 32) and torch.isfinite(sample).all()
+    rows = csv_rows(default_paths(out)["log_csv"])
+    assert [int(r["step"]) for r in rows] == list(range(1, 31))
+    assert float(rows[-1]["diffusion_loss"]) == pytest.approx(trained[-1], rel=1e-5)
+    assert default_paths(out)["checkpoint"].is_file()
+
+
+def test_interrupt_and_resume_is_bit_identical(pipe, images, tmp_path):
+    config = replace(SMALL, steps=20, checkpoint_every=7)
+    straight = train_distribution(images, pipe, tmp_path / "a" / "d.safetensors", config, progress=False)
+
+    def stop_at_10(info):
+        if info.step == 10:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "b" / "d.safetensors"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train_distribution(images, pipe, out, config, progress=False, callback=stop_at_10)
+    assert stopped.value.step == 10 and stopped.value.checkpoint.is_file() and not out.exists()
+    with pytest.raises(InputError, match="--resume"):  # an existing checkpoint is never silently discarded
+        train_distribution(images, pipe, out, config, progress=False)
+    resumed = train_distribution(images, pipe, out, config, progress=False, resume=True)
+
+    assert resumed.resumed_from == 10 and resumed.finished
+    assert torch.equal(load_distribution(out).ctx, load_distribution(straight.out).ctx)
+    assert resumed.diffusion_losses == straight.diffusion_losses[10:]
+    rows = csv_rows(default_paths(out)["log_csv"])
+    assert [int(r["step"]) for r in rows] == list(range(1, 21))
+
+
+def test_sigterm_checkpoints_and_max_steps_this_run(pipe, images, tmp_path):
+    out = tmp_path / "d.safetensors"
+    config = replace(SMALL, steps=6)
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def terminate_at_2(info):
+        if info.step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train_distribution(images, pipe, out, config, progress=False, callback=terminate_at_2)
+    assert stopped.value.signal_name == "SIGTERM" and stopped.value.step == 2
+    assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored
+    part = train_distribution(images, pipe, out, config, progress=False, resume=True, max_steps_this_run=2)
+    assert not part.finished and part.step == 4 and part.out is None and not out.exists()
+    done = train_distribution(images, pipe, out, config, progress=False, resume=True)
+    assert done.finished and done.step == 6 and out.is_file()
+    straight = train_distribution(images, pipe, tmp_path / "s.safetensors", config, progress=False)
+    assert torch.equal(load_distribution(out).ctx, load_distribution(straight.out).ctx)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(pipe, images, tmp_path, monkeypatch):
+    import dreamdist.train as train_module
+
+    real = train_module.ortho_loss
+    calls = []
+
+    def poisoned(pooled, kind="abs"):
+        calls.append(1)
+        value = real(pooled, kind)
+        return value * float("nan") if len(calls) == 4 else value
+
+    monkeypatch.setattr(train_module, "ortho_loss", poisoned)
+    out = tmp_path / "d.safetensors"
+    config = replace(SMALL, steps=10, checkpoint_every=2)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 4.*step 2\) is kept"):
+        train_distribution(images, pipe, out, config, progress=False)
+    assert not out.exists()
+    state = torch.load(default_paths(out)["checkpoint"], weights_only=True)
+    assert state["step"] == 2 and torch.isfinite(state["ctx"]).all()
+
+
+def test_v_prediction_and_epsilon_targets(tiny_model_dir_v, images, tmp_path, monkeypatch):
+    from diffusers import DDPMScheduler
+
+    velocity_calls = []
+    real = DDPMScheduler.get_velocity
+
+    def spy(self, *args, **kwargs):
+        velocity_calls.append(1)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(DDPMScheduler, "get_velocity", spy)
+    result = train_distribution(images, tiny_model_dir_v, tmp_path / "v.safetensors", replace(SMALL, steps=3),
+                                device="cpu", progress=False)
+    assert result.finished and all(math.isfinite(x) for x in result.diffusion_losses)
+    assert load_distribution(result.out).training["prediction_type"] == "v_prediction"
+    assert len(velocity_calls) == 3  # the target is the velocity, once per step
+
+
+def test_epsilon_model_does_not_use_velocity(pipe, images, tmp_path, monkeypatch):
+    from diffusers import DDPMScheduler
+
+    monkeypatch.setattr(DDPMScheduler, "get_velocity", lambda *a, **k: pytest.fail("epsilon model used velocity"))
+    result = train_distribution(images, pipe, tmp_path / "e.safetensors", replace(SMALL, steps=2), progress=False)
+    assert result.finished
+
+
+def test_preview_grids_and_clean_skip(pipe, images, tmp_path, monkeypatch):
+    config = replace(SMALL, steps=2, preview_every=2, preview_count=2, preview_steps=2)
+    result = train_distribution(images, pipe, tmp_path / "p.safetensors", config, progress=False)
+    assert [p.name for p in result.previews] == ["step-000002.png"]
+    assert Image.open(result.previews[0]).size[0] > 0
+    monkeypatch.setitem(sys.modules, "dreamdist.sampling", None)  # as if the 2D sampler did not exist
+    said = []
+    result = train_distribution(images, pipe, tmp_path / "q.safetensors", config, progress=False, log=said.append)
+    assert result.finished and result.previews == [] and any("previews skipped" in s for s in said)
+
+
+def test_gradient_checkpointing_gives_the_same_vectors(pipe, images, tmp_path):
+    config = replace(SMALL, steps=2)
+    plain = train_distribution(images, pipe, tmp_path / "a.safetensors", config, progress=False)
+    ckpt = train_distribution(images, pipe, tmp_path / "b.safetensors", replace(config, gradient_checkpointing=True),
+                              progress=False)
+    assert torch.allclose(load_distribution(plain.out).ctx, load_distribution(ckpt.out).ctx, atol=1e-6)
+    assert not pipe.unet.is_gradient_checkpointing  # restored
+
+
+# --------------------------------------------------------------------------- bad input, CLI
+
+
+def _cli(capsys, *argv) -> tuple[int, str, str]:
+    code = main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("empty", "no reference images found"),
+        ("missing", "no such folder"),
+        ("text-file", r"notes\.txt.*not an image file"),
+        ("corrupt", r"bad\.png: (not a readable image|corrupt or truncated image)"),
+        ("truncated", r"cut\.jpg: (corrupt or truncated|not a readable)"),
+        ("template", "does not fit"),
+        ("two-templates", "either --template or --prefix/--suffix"),
+        ("no-placeholder", "exactly one '{}' placeholder"),
+        ("one-prompt", "--num-prompts must be at least 2"),
+        ("resolution", "--resolution 34 must be a multiple of 4"),
+        ("resume-nothing", "--resume: no checkpoint"),
+        ("bad-model", "cannot load model"),
+    ],
+)
+def test_bad_input_one_line_and_nothing_written(case, message, tiny_model_dir, tmp_path, capsys):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    if case not in ("empty", "missing"):
+        draw_images(folder, 3)
+    extra: list[str] = []
+    if case == "missing":
+        folder = tmp_path / "nowhere"
+    elif case == "text-file":
+        (folder / "notes.txt").write_text("not an image")
+    elif case == "corrupt":
+        (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    elif case == "truncated":
+        Image.effect_noise((64, 64), 60).convert("RGB").save(folder / "cut.jpg")
+        data = (folder / "cut.jpg").read_bytes()
+        (folder / "cut.jpg").write_bytes(data[: len(data) // 3])
+    elif case == "template":
+        extra = ["--num-tokens", "80"]
+    elif case == "two-templates":
+        extra = ["--template", "a photo of {}", "--prefix", "a"]
+    elif case == "no-placeholder":
+        extra = ["--template", "a photo of"]
+    elif case == "one-prompt":
+        extra = ["--num-prompts", "1"]
+    elif case == "resolution":
+        extra = ["--resolution", "34"]
+    elif case == "resume-nothing":
+        extra = ["--resume"]
+    model = tmp_path / "no-model" if case == "bad-model" else tiny_model_dir
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    code, out, err = _cli(capsys, "train", folder, "--model", model, "--out", out_dir / "d.safetensors",
+                          "--steps", "2", "--num-prompts", "4", "--num-tokens", "2", "--samples", "1",
+                          "--batch-size", "1", "--device", "cpu", "--no-progress", *extra)
+    assert code == 2, (out, err)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("dreamdist train: error: "), err
+    assert __import__("re").search(message, lines[0]), lines[0]
+    assert list(out_dir.iterdir()) == []
+
+
+def test_existing_output_is_not_overwritten_without_force(pipe, images, tmp_path):
+    out = tmp_path / "d.safetensors"
+    out.write_bytes(b"precious")
+    with pytest.raises(InputError, match="exists; pass --force"):
+        train_distribution(images, pipe, out, replace(SMALL, steps=1), progress=False)
+    assert out.read_bytes() == b"precious" and sorted(p.name for p in tmp_path.iterdir()) == ["d.safetensors"]
+    result = train_distribution(images, pipe, out, replace(SMALL, steps=1), progress=False, overwrite=True)
+    assert load_distribution(result.out).ctx.shape == (4, 2, 32)
+
+
+def test_resume_refuses_other_settings(pipe, images, tmp_path):
+    out = tmp_path / "d.safetensors"
+    config = replace(SMALL, steps=4)
+    train_distribution(images, pipe, out, config, progress=False, max_steps_this_run=1)
+    with pytest.raises(DreamdistError, match=r"different settings \(num_prompts: checkpoint 4, now 5"):
+        train_distribution(images, pipe, out, replace(config, num_prompts=5), progress=False, resume=True)
+
+
+def test_cli_trains_single_image_with_warning(tiny_model_dir, tmp_path, capsys):
+    folder = draw_images(tmp_path / "one", 1)
+    out = tmp_path / "single.safetensors"
+    code, stdout, err = _cli(capsys, "train", folder, "--model", tiny_model_dir, "--out", out, "--steps", "3",
+                             "--num-prompts", "3", "--num-tokens", "2", "--samples", "2", "--batch-size", "2",
+                             "--template", "a photo of {}", "--device", "cpu", "--no-progress")
+    assert code == 0, err
+    assert "warning:" in err and "only one reference image" in err
+    assert f"wrote {out}" in stdout
+    dist = load_distribution(out)
+    assert dist.template == "a photo of {}" and dist.training["steps_done"] == 3
+    assert dist.training["num_prompts"] == 3 and dist.image_count == 1
+
+
+def test_cli_help_explains_paper_defaults(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--help"])
+    assert done.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for expected in ("paper: 32", "paper: 8", "paper: 4", "paper: 5e-3", "paper: 1500", "paper: 1e-3",
+                     "reference script: 4", "AdamW", "eq. 5", "--resume", "--preview-every", "--precision",
+                     "--gradient-checkpointing", "--checkpoint-every", "--log-csv", "(default: 32)"):
+        assert expected in text, expected
