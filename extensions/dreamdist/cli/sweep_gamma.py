@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dreamdist.cli.sample import add_common_arguments, common_kwargs, report
+from dreamdist.cli.sample import SAID, add_common_arguments, common_kwargs, report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--gammas", "--gamma", nargs="+", type=float, default=[0.0, 0.5, 1.0, 1.5, 2.0],
                         dest="gammas", help="gamma values, one grid row each")
     parser.add_argument("--n", type=int, default=4, help="seeds per row (SEED .. SEED+N-1)")
-    parser.add_argument("--weights", nargs="+", type=float, default=None, help="mixing weights, one per file")
+    parser.add_argument("--weights", nargs="+", type=float, default=None, help="mixing weights, one per file (default: equal)" + SAID)
     add_common_arguments(parser)
 
 
