@@ -124,8 +124,8 @@ def main() -> int:
                 "images_per_s": round(args.n / t["total_s"], 2), "total_s": t["total_s"],
                 "pipeline_s": t["pipeline_s"], "outside_s": round(outside, 4),
                 "outside_share": round(outside / t["total_s"], 4), "fit_s": t["fit_s"],
-                "load_s": round(load_s, 2), "device": str(sampler.device), "precision": res and
-                json.loads((out / "manifest.json").read_text())["precision"],
+                "load_s": round(load_s, 2), "device": str(sampler.device),
+                "precision": json.loads((out / "manifest.json").read_text())["precision"],
             })
             shutil.rmtree(warm, ignore_errors=True)
             shutil.rmtree(out, ignore_errors=True)

@@ -95,11 +95,17 @@ def test_sample_writes_metadata_and_any_image_regenerates_alone(tmp_path, tiny_d
     assert not np.array_equal(pixels(out / "seed000001.png"), original)
 
 
-def test_gamma_zero_every_prompt_is_mu(tmp_path, tiny_distribution, tiny_sampler, tiny_model_dir):
+def test_gamma_zero_every_prompt_is_mu(tmp_path, tiny_distribution, tiny_sampler, tiny_model_dir, monkeypatch):
+    from dreamdist.encoder import SoftPromptEncoder
+
+    fits = []
+    encode_soft = SoftPromptEncoder.encode_soft
+    monkeypatch.setattr(SoftPromptEncoder, "encode_soft", lambda self, *a: fits.append(1) or encode_soft(self, *a))
     sampler, proxy = capturing(tiny_sampler, tiny_model_dir)
     template = "a painting of {}"
     sample([tiny_distribution], tmp_path / "g0", gamma=0.0, n=3, batch_size=2, template=template, steps=2,
            sampler=sampler, progress=False)
+    assert len(fits) == 1  # mu/sigma fitted once per run, not per image or per batch
     mu = sampler.distribution([tiny_distribution]).gaussian(template).mu
     prompts = proxy.prompts()
     assert prompts.shape == (4, *mu.shape)  # 3 images + 1 padding copy, batches of exactly 2

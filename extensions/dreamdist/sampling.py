@@ -38,7 +38,7 @@ import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 
@@ -404,8 +404,11 @@ def check_weights(weights: Sequence[float] | None, files: Sequence[Any]) -> list
     for w, f in zip(weights, files):
         if not math.isfinite(w) or w < 0:
             raise MixError(f"--weights: weight {w:g} for {f} is negative or not finite; weights must be >= 0")
-    if sum(weights) <= 0:
+    total = float(sum(weights))
+    if total <= 0:
         raise MixError(f"--weights {list(weights)} sum to 0; at least one must be positive")
+    if not math.isclose(total, 1.0, rel_tol=1e-6):  # as the mixer would, minus its warning
+        return [float(w) / total for w in weights]
     return [float(w) for w in weights]
 
 
@@ -686,7 +689,7 @@ def sample(
     gammas = [float(gamma)] if isinstance(gamma, (int, float)) else [float(g) for g in gamma]
     idx = check_number_ranges(n, seed, indices, gammas)
     check_mix_rule(mix_rule)
-    check_weights(weights, files)
+    weights = check_weights(weights, files)
     settings = RenderSettings(steps, guidance_scale, negative, batch_size, height, width)
     name = "+".join(Path(f).stem for f in files)
     setup = _setup(files, out, name, template, settings, model, device, precision, sampler)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dreamdist.cli.sample import SAID, add_common_arguments, common_kwargs, report
+from dreamdist.cli.sample import add_common_arguments, common_kwargs, report
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -58,7 +58,9 @@ def common_kwargs(args: argparse.Namespace) -> dict:
 
 
 def report(result, what: str) -> None:
-    print(f"wrote {len(result.images)} {what}, {result.grid.name} and {result.manifest.name} to {result.out_dir}")
+    n = len(result.images)
+    print(f"wrote {n} {what if n != 1 else what.rstrip('s')}, {result.grid.name} and {result.manifest.name} "
+          f"to {result.out_dir}")
     t = result.timing
     if t.get("total_s"):
         outside = t["total_s"] - t["pipeline_s"]
