@@ -422,18 +422,44 @@ def test_refuses_missing_or_double_source_and_bad_settings(ts, make, tmp_path):
     assert "std_scale" in _refusal(ts, lambda: make(std_scale=-1.0))
 
 
-def test_reference_images_until_training_lands(ts, make, tmp_path):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    (folder / "a.png").write_bytes(b"x")
+def _reference_folder(path: Path) -> Path:
+    from PIL import Image
+
+    path.mkdir(parents=True, exist_ok=True)
+    for i, colour in enumerate([(255, 0, 0), (0, 0, 255)]):
+        Image.new("RGB", (32, 32), colour).save(path / f"ref{i}.png")
+    return path
+
+
+def test_reference_images_train_once_then_load_from_cache(ts, make, tmp_path, monkeypatch):
+    folder = _reference_folder(tmp_path / "refs")
+    cache = tmp_path / "cache"
+    settings = dict(distribution=None, reference_images=str(folder), cache_dir=str(cache), train_steps=2,
+                    num_prompts=2, num_tokens=1, train_samples=1, train_batch_size=1)
     try:
-        import dreamdist.train  # noqa: F401
+        import dreamdist.train as train_module
     except ImportError:
-        message = _refusal(ts, lambda: make(distribution=None, reference_images=str(folder),
-                                            cache_dir=str(tmp_path / "cache")))
+        message = _refusal(ts, lambda: make(**settings))
         assert "training is not available" in message
-    else:  # pragma: no cover - covered by the training wiring tests once it lands
-        pytest.skip("dreamdist.train exists: covered by the training tests")
+        return
+    first = make(sample_seed=1, save_dir=str(tmp_path / "s1"), **settings)
+    entries = list(cache.glob("*.safetensors"))
+    assert len(entries) == 1
+    entry = entries[0]
+    assert entry.with_name(entry.name + ".lock").exists() and entry.with_suffix(".json").is_file()
+    from dreamdist.distfile import file_sha256, load_distribution
+
+    assert first.conditioning.spec.file_hashes == (file_sha256(entry),)
+    assert load_distribution(entry).ctx.shape[:2] == (2, 1)
+    # the other runs of the batch load the cached file: no second training
+    monkeypatch.setattr(train_module, "train_distribution", lambda *a, **k: pytest.fail("trained twice"))
+    second = make(sample_seed=2, save_dir=str(tmp_path / "s2"), **settings)
+    assert second.conditioning.spec.file_hashes == first.conditioning.spec.file_hashes
+    assert not torch.allclose(second.text_embeddings_vd, first.text_embeddings_vd)
+    # bad training settings: one line naming this processor's setting
+    monkeypatch.undo()
+    message = _refusal(ts, lambda: make(**{**settings, "num_prompts": 1}))
+    assert "system.prompt_processor.num_prompts" in message and "--num-prompts" not in message
 
 
 # ---------------------------------------------------------------------------------------------
@@ -469,9 +495,12 @@ def test_real_threestudio_sds_step_consumes_our_embeddings(ts, make, tiny_model_
     ours = make(guidance_model_name_or_path=str(tiny_model_dir))
     for processor in (stock, ours):
         torch.manual_seed(0)
-        rgb = torch.rand(2, 32, 32, 3, requires_grad=True)
+        # latents straight in (rgb_as_latents, as latent-NeRF configs do): threestudio resizes images to
+        # 512 px for an SD VAE that downsamples 8x; the tiny VAE downsamples 2x, which would make the
+        # UNet attend over 256x256 latents on CPU
+        rgb = torch.rand(2, 16, 16, 4, requires_grad=True)
         out = guidance(rgb, processor(), elevation=torch.tensor([10.0, 20.0]), azimuth=torch.tensor([0.0, 170.0]),
-                       camera_distances=torch.tensor([1.5, 1.5]), rgb_as_latents=False)
+                       camera_distances=torch.tensor([1.5, 1.5]), rgb_as_latents=True)
         out["loss_sds"].backward()
         assert torch.isfinite(out["loss_sds"]) and torch.isfinite(rgb.grad).all()
         assert rgb.grad.abs().sum() > 0

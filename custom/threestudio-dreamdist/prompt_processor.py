@@ -49,6 +49,14 @@ from dreamdist.views import (
 # (mvdream/configs/sd-v1.yaml and sd-v2-base.yaml: context_dim).
 MVDREAM_TEXT_WIDTHS = {"sd-v1.5-4view": 768, "sd-v2.1-base-4view": 1024}
 
+# dreamdist train's command-line flags -> this processor's settings, for its messages
+_TRAIN_FLAGS = {
+    "--num-prompts": "num_prompts", "--num-tokens": "num_tokens", "--samples": "train_samples",
+    "--steps": "train_steps", "--batch-size": "train_batch_size", "--lr": "learning_rate",
+    "--ortho-weight": "ortho_weight", "--ortho-kind": "ortho_kind", "--resolution": "train_resolution",
+    "--seed": "train_seed",
+}
+
 # The trial's save directory, noted when threestudio's launch.py calls `system.set_save_dir`.
 _SAVE_DIR: Optional[str] = None
 
@@ -107,6 +115,7 @@ class DreamdistPromptProcessor(PromptProcessor):
         std_scale: float = 1.0  # gamma: 0 is the mean prompt, > 1 more diverse
 
         # ...or a folder of reference images to train a distribution from first (cached)
+        # (dreamdist.train.TrainConfig settings; the paper's defaults)
         reference_images: Optional[str] = None
         train_steps: int = 1500
         num_prompts: int = 32
@@ -114,10 +123,12 @@ class DreamdistPromptProcessor(PromptProcessor):
         train_template: str = "{}"
         train_samples: int = 4
         ortho_weight: float = 5.0e-3
+        ortho_kind: str = "abs"
         learning_rate: float = 1.0e-3
         train_batch_size: int = 4
+        train_resolution: Optional[int] = None
         train_seed: int = 0
-        cache_dir: Optional[str] = None
+        cache_dir: Optional[str] = None  # default: $DREAMDIST_CACHE/distributions
 
         # "auto": fp16 on CUDA, fp32 on CPU (the text encoder only; embeddings are kept in fp32)
         precision: str = "auto"
@@ -230,19 +241,40 @@ class DreamdistPromptProcessor(PromptProcessor):
             return [dist]
         return [str(p) for p in dist]
 
-    def _training_settings(self) -> dict:
+    # TrainConfig fields that name the result, not how it is computed: they make the cache key
+    _TRAIN_KEY_EXCLUDE = ("precision", "gradient_checkpointing", "checkpoint_every", "preview_every",
+                          "preview_count", "preview_steps")
+
+    def _train_config(self):
+        """dreamdist.train.TrainConfig from this config, or None when dreamdist.train is absent."""
+        try:
+            from dreamdist.train import TrainConfig
+        except ImportError:
+            return None
         cfg = self.cfg
-        return {
-            "train_steps": cfg.train_steps,
-            "num_prompts": cfg.num_prompts,
-            "num_tokens": cfg.num_tokens,
-            "train_template": cfg.train_template,
-            "train_samples": cfg.train_samples,
-            "ortho_weight": cfg.ortho_weight,
-            "learning_rate": cfg.learning_rate,
-            "train_batch_size": cfg.train_batch_size,
-            "train_seed": cfg.train_seed,
-        }
+        return TrainConfig(
+            num_prompts=cfg.num_prompts,
+            num_tokens=cfg.num_tokens,
+            samples=cfg.train_samples,
+            ortho_weight=cfg.ortho_weight,
+            ortho_kind=cfg.ortho_kind,
+            steps=cfg.train_steps,
+            lr=cfg.learning_rate,
+            batch_size=cfg.train_batch_size,
+            template=cfg.train_template,
+            resolution=cfg.train_resolution,
+            seed=cfg.train_seed,
+            precision=cfg.precision,
+        )
+
+    def _training_settings(self) -> dict:
+        config = self._train_config()
+        if config is None:
+            return {}
+        settings = config.to_dict()
+        for key in self._TRAIN_KEY_EXCLUDE:
+            settings.pop(key, None)
+        return settings
 
     def _cache_root(self) -> Path:
         if self.cfg.cache_dir:
@@ -267,16 +299,53 @@ class DreamdistPromptProcessor(PromptProcessor):
         return [str(self._train_cached())]
 
     def _train_cached(self) -> Path:
-        try:
-            from dreamdist.train import train_distribution  # noqa: F401
-        except ImportError:
+        """Train on the run's device, once per (images, settings, base model): a lock file next to
+        the cache entry keeps concurrent runs from training the same key twice; a crashed training
+        resumes from its checkpoint beside the entry."""
+        config = self._train_config()
+        if config is None:
             raise InputError(
                 "reference_images: training is not available in this dreamdist version yet; train with "
                 "`dreamdist train` and pass system.prompt_processor.distribution=path/to/dist.safetensors"
-            ) from None
-        raise InputError(  # pragma: no cover - wired when dreamdist.train lands
-            "reference_images: this dreamdist-prompt-processor does not know dreamdist.train's API yet; "
-            "train with `dreamdist train` and pass distribution=..."
+            )
+        from dreamdist.train import train_distribution
+
+        cfg = self.cfg
+        try:
+            config.validate()  # one line, before any model is loaded
+        except InputError as exc:
+            message = str(exc)
+            for flag, name in _TRAIN_FLAGS.items():
+                message = message.replace(flag, f"system.prompt_processor.{name}")
+            raise InputError(message) from None
+
+        def train(entry: Path) -> None:
+            checkpoint = entry.with_suffix(".ckpt")
+            threestudio.info(
+                f"dreamdist: training a distribution from {cfg.reference_images} ({config.steps} steps, "
+                f"K={config.num_prompts}, M={config.num_tokens}) on {self.device} into {entry}"
+            )
+            train_distribution(
+                cfg.reference_images,
+                cfg.pretrained_model_name_or_path,
+                entry,
+                config,
+                device=self.device,
+                resume=checkpoint.is_file(),
+                overwrite=True,
+                checkpoint=checkpoint,
+                log_csv=entry.with_suffix(".log.csv"),
+                progress=False,
+                log=threestudio.info,
+            )
+            _release_memory()
+
+        return cached_distribution(
+            cfg.reference_images,
+            self._training_settings(),
+            cfg.pretrained_model_name_or_path,
+            train,
+            self._cache_root(),
         )
 
     def _expected_spec(self, paths: list[str]) -> SampleSpec:
