@@ -388,6 +388,23 @@ def test_save_dir_from_launch_for_both_system_orders(ts, make, tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 
+def test_refusal_in_a_launch_like_process_is_one_line_and_exit_1(tmp_path, tiny_model_dir):
+    """What a user sees from launch.py: the message alone on stderr, no traceback, status 1."""
+    code = f"""
+import importlib.util, sys
+sys.path.insert(0, {str(STANDIN)!r})
+import threestudio
+spec = importlib.util.spec_from_file_location({EXT_NAME!r}, {str(EXTENSION / "__init__.py")!r})
+module = importlib.util.module_from_spec(spec); sys.modules[{EXT_NAME!r}] = module; spec.loader.exec_module(module)
+threestudio.find("dreamdist-prompt-processor")({{"pretrained_model_name_or_path": {str(tiny_model_dir)!r},
+                                               "distribution": {str(tmp_path / "missing.safetensors")!r}}})
+"""
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert res.returncode == 1
+    lines = [line for line in res.stderr.splitlines() if line.strip()]
+    assert lines == [f"[dreamdist-prompt-processor] {tmp_path / 'missing.safetensors'}: no such distribution file"]
+
+
 def test_refuses_missing_file(ts, make, tmp_path):
     message = _refusal(ts, lambda: make(distribution=str(tmp_path / "nope.safetensors")))
     assert "nope.safetensors" in message and "no such distribution file" in message
