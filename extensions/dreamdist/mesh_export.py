@@ -1,0 +1,420 @@
+"""threestudio mesh export (OBJ + MTL + texture, or OBJ with vertex colours) -> game-ready GLB.
+
+Game engines (Unity, Unreal, Godot, Blender's glTF importer) expect glTF's conventions: +Y up,
+metres, front facing +Z, and an origin they can drop on the floor. threestudio writes its meshes
+Z-up in scene units with the object's front (azimuth 0) towards +X and the origin at the scene
+centre, so we rotate, optionally scale to a height, and move the origin to the bottom centre.
+
+Also here: quadric decimation to a face budget (fast-simplification) that keeps UVs, LOD chains,
+vertex normals computed across UV seams (so seams don't show in shading), the original texture bytes
+embedded untouched (trimesh would re-encode a JPEG at quality 75), a non-metallic PBR material
+(glTF's default metallicFactor is 1, which renders threestudio's diffuse albedo dark and shiny),
+and atomic writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from dreamdist.atomic import atomic_path
+from dreamdist.errors import InputError
+
+AXES = {"+X": (1, 0, 0), "-X": (-1, 0, 0), "+Y": (0, 1, 0), "-Y": (0, -1, 0), "+Z": (0, 0, 1), "-Z": (0, 0, -1)}
+ORIGINS = ("bottom-center", "center", "keep")
+MIN_FACES = 4
+# threestudio: a camera at azimuth 0 sits on +X, and prompt processors call that view "front"
+THREESTUDIO_UP, THREESTUDIO_FRONT = "+Z", "+X"
+
+
+@dataclasses.dataclass
+class LodReport:
+    path: str
+    vertices: int
+    faces: int
+    bytes: int
+
+
+@dataclasses.dataclass
+class ExportReport:
+    """What was written; `format()` is the text `dreamdist export-mesh` prints."""
+
+    source: str
+    path: str
+    vertices: int
+    faces: int
+    source_faces: int
+    bounds_min: list[float]
+    bounds_max: list[float]
+    scale: float
+    watertight: bool
+    texture: str
+    lods: list[LodReport]
+
+    @property
+    def size(self) -> list[float]:
+        return [hi - lo for lo, hi in zip(self.bounds_min, self.bounds_max)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "size": self.size}
+
+    def format(self) -> str:
+        fmt = lambda v: "(" + ", ".join(f"{x:.4f}" for x in v) + ")"  # noqa: E731
+        lines = [
+            f"wrote      {self.path}",
+            f"source     {self.source} ({self.source_faces} faces)",
+            f"vertices   {self.vertices}",
+            f"faces      {self.faces}",
+            f"bounds     min {fmt(self.bounds_min)} max {fmt(self.bounds_max)} m (+Y up)",
+            f"size       {fmt(self.size)} m, scale x{self.scale:.6g}",
+            f"watertight {'yes' if self.watertight else 'no'}",
+            f"texture    {self.texture}",
+        ]
+        if len(self.lods) > 1:
+            for i, lod in enumerate(self.lods):
+                lines.append(f"LOD{i}       {lod.faces} faces, {lod.vertices} vertices, {lod.bytes} bytes  {lod.path}")
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------- inputs
+
+
+def parse_axis(value: str, what: str = "--up") -> np.ndarray:
+    key = value.strip().upper()
+    if key in ("X", "Y", "Z"):
+        key = "+" + key
+    if key not in AXES:
+        raise InputError(f"{what} {value!r} is not an axis; use one of {', '.join(AXES)}")
+    return np.array(AXES[key], dtype=np.float64)
+
+
+def lod_paths(glb_path: str | Path, lods: int) -> list[Path]:
+    """LOD0 is the requested path; LOD i > 0 is NAME_LODi.glb next to it (Unity's naming)."""
+    glb_path = Path(glb_path)
+    return [glb_path] + [glb_path.with_name(f"{glb_path.stem}_LOD{i}{glb_path.suffix}") for i in range(1, lods)]
+
+
+def _material_texture(obj_path: Path) -> Path | None:
+    """The diffuse texture the OBJ's MTL names, checked to exist, so a missing file is one clear error
+    instead of trimesh's silent white mesh."""
+    mtl_names: list[str] = []
+    with open(obj_path, "r", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if line.startswith("mtllib"):
+                mtl_names.append(line.split(None, 1)[1].strip())
+            elif line.startswith(("v ", "f ")):
+                continue
+    texture: Path | None = None
+    for name in mtl_names:
+        mtl = obj_path.parent / name
+        if not mtl.is_file():
+            raise InputError(f"{obj_path}: its material file {name!r} is missing (expected {mtl}); "
+                             "copy the whole it*-export folder (model.obj, model.mtl, texture_kd.*)")
+        for line in mtl.read_text(encoding="utf-8", errors="replace").splitlines():
+            m = re.match(r"\s*map_Kd\s+(?:-\S+\s+\S+\s+)*(.+)$", line)
+            if m:
+                tex = mtl.parent / m.group(1).strip()
+                if not tex.is_file():
+                    raise InputError(f"{mtl}: texture {m.group(1).strip()!r} is missing (expected {tex}); "
+                                     "copy it next to the OBJ, or export with vertex colours "
+                                     "(system.exporter.fmt=obj)")
+                texture = texture or tex
+    return texture
+
+
+def _load(obj_path: Path):
+    import trimesh
+
+    texture_file = _material_texture(obj_path)
+    try:
+        mesh = trimesh.load(obj_path, force="mesh", process=False)
+    except Exception as exc:  # noqa: BLE001 - any parser failure is a bad input file
+        raise InputError(f"{obj_path}: could not read the mesh ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or len(mesh.vertices) == 0:
+        raise InputError(f"{obj_path}: the mesh is empty (no faces); threestudio found no surface - check "
+                         "the training run, or lower system.geometry.isosurface_threshold before exporting")
+    mesh.remove_unreferenced_vertices()
+    return mesh, texture_file
+
+
+# ------------------------------------------------------------------------------------- transforms
+
+
+def axis_transform(up: str, front: str | None = None) -> np.ndarray:
+    """4x4 rotation taking `up` to +Y and, if given, `front` to +Z (glTF's forward)."""
+    import trimesh
+
+    u = parse_axis(up, "--up")
+    T = np.eye(4)
+    if front is None:
+        T = trimesh.geometry.align_vectors(u, [0.0, 1.0, 0.0])
+        T[np.abs(T) < 1e-12] = 0.0
+        return T
+    f = parse_axis(front, "--front")
+    if abs(float(u @ f)) > 0.5:
+        raise InputError(f"--front {front} must be perpendicular to --up {up}")
+    # rows: where new X, Y, Z come from; X = Y x Z keeps the rotation proper (det +1)
+    T[:3, :3] = np.stack([np.cross(u, f), u, f])
+    return T
+
+
+def _origin_shift(vertices: np.ndarray, origin: str) -> np.ndarray:
+    lo, hi = vertices.min(0), vertices.max(0)
+    centre = (lo + hi) / 2
+    if origin == "bottom-center":
+        return -np.array([centre[0], lo[1], centre[2]])
+    if origin == "center":
+        return -centre
+    return np.zeros(3)
+
+
+def seam_aware_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Unit vertex normals (area-weighted) of the surface with UV-seam copies merged, so both copies
+    of a seam vertex get the same normal and the seam does not show under lighting."""
+    _, inverse = np.unique(np.round(vertices, 7), axis=0, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    tri = vertices[faces]
+    face_normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])  # length = 2 * area
+    summed = np.zeros((inverse.max() + 1, 3))
+    for k in range(3):
+        np.add.at(summed, inverse[faces[:, k]], face_normals)
+    normals = summed[inverse]
+    length = np.linalg.norm(normals, axis=1, keepdims=True)
+    normals = np.where(length > 0, normals / np.where(length > 0, length, 1), [0.0, 1.0, 0.0])
+    return normals
+
+
+def _watertight(vertices: np.ndarray, faces: np.ndarray) -> bool:
+    import trimesh
+
+    merged = trimesh.Trimesh(vertices=vertices, faces=faces, process=False)
+    merged.merge_vertices(merge_tex=True, merge_norm=True)
+    return bool(merged.is_watertight)
+
+
+# ------------------------------------------------------------------------------------- decimation
+
+
+def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Quadric decimation to at most `max_faces`; returns (vertices, faces, source_index) where
+    source_index[j] is the original vertex whose attributes (UV, colour) new vertex j keeps.
+
+    UV seams are split vertices, i.e. open borders to the simplifier, so a collapse never merges two
+    UV charts; each surviving vertex keeps the UV of the nearest original vertex that collapsed into it.
+    """
+    import fast_simplification
+
+    if len(faces) <= max_faces:
+        return vertices, faces, np.arange(len(vertices))
+    # First keep borders (UV seams) fixed so the two sides of a seam cannot drift apart and open a
+    # crack; meshes with many UV charts may need seam vertices collapsed to reach the budget.
+    attempts = [(True, max_faces)] + [(False, max(MIN_FACES, int(max_faces * 0.9 ** k))) for k in range(6)]
+    for preserve_border, target in attempts:
+        _, _, collapses = fast_simplification.simplify(vertices, faces, target_count=target,
+                                                       return_collapses=True, preserve_border=preserve_border)
+        new_v, new_f, mapping = fast_simplification.replay_simplification(vertices, faces, collapses)
+        new_f = np.asarray(new_f, dtype=np.int64).reshape(-1, 3)
+        if 0 < len(new_f) <= max_faces:
+            break
+    else:
+        raise InputError(f"could not decimate to {max_faces} faces (got {len(new_f)}); raise --max-faces")
+    new_v = np.asarray(new_v, dtype=np.float64)
+    mapping = np.asarray(mapping, dtype=np.int64)
+    valid = np.flatnonzero(mapping >= 0)
+    dist = np.linalg.norm(vertices[valid] - new_v[mapping[valid]], axis=1)
+    order = np.lexsort((dist, mapping[valid]))
+    groups = mapping[valid][order]
+    first = np.r_[True, groups[1:] != groups[:-1]]
+    source = np.zeros(len(new_v), dtype=np.int64)
+    source[groups[first]] = valid[order][first]
+    # drop degenerate faces and vertices nothing references any more
+    keep = (new_f[:, 0] != new_f[:, 1]) & (new_f[:, 1] != new_f[:, 2]) & (new_f[:, 0] != new_f[:, 2])
+    new_f = new_f[keep]
+    used = np.unique(new_f)
+    remap = np.full(len(new_v), -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    return new_v[used], remap[new_f], source[used]
+
+
+# ------------------------------------------------------------------------------------------ write
+
+
+def _pbr_material(image):
+    from trimesh.visual.material import PBRMaterial
+
+    # threestudio's albedo is diffuse-only: non-metallic, fully rough
+    return PBRMaterial(name="material", baseColorTexture=image, baseColorFactor=[255, 255, 255, 255],
+                       metallicFactor=0.0, roughnessFactor=1.0)
+
+
+def _build_mesh(vertices, faces, source, base, image):
+    import trimesh
+    from trimesh.visual import ColorVisuals, TextureVisuals
+
+    visual = None
+    if image is not None and getattr(base.visual, "uv", None) is not None:
+        visual = TextureVisuals(uv=np.asarray(base.visual.uv)[source], material=_pbr_material(image))
+    elif base.visual.kind == "vertex":
+        visual = ColorVisuals(vertex_colors=np.asarray(base.visual.vertex_colors)[source])
+    mesh = trimesh.Trimesh(vertices=vertices, faces=faces, visual=visual, process=False)
+    mesh.vertex_normals = seam_aware_normals(vertices, faces)
+    return mesh
+
+
+def _pad4(data: bytes) -> bytes:
+    return data + b"\x00" * (-len(data) % 4)
+
+
+def _glb_bytes(mesh, name: str, texture_bytes: bytes | None, texture_mime: str | None, extras: dict) -> bytes:
+    import trimesh
+    from trimesh.exchange.gltf import export_glb
+
+    scene = trimesh.Scene()
+    scene.add_geometry(mesh, geom_name=name, node_name=name)
+
+    def swap_texture(buffer_items, tree) -> None:
+        # embed the source texture file as-is instead of trimesh's re-encoded copy
+        if texture_bytes is None or not tree.get("images"):
+            return
+        image = tree["images"][0]
+        keys = list(buffer_items.keys())
+        buffer_items[keys[image["bufferView"]]] = _pad4(texture_bytes)
+        image["mimeType"] = texture_mime
+
+    def finish_tree(tree) -> None:
+        tree.setdefault("asset", {})["generator"] = f"dreamdist (trimesh {trimesh.__version__})"
+        tree["asset"]["extras"] = extras
+        # a primitive with no material gets glTF's default (metallicFactor 1): give vertex-coloured
+        # meshes a plain non-metallic one instead
+        materials = tree.setdefault("materials", [])
+        for m in tree.get("meshes", []):
+            for prim in m.get("primitives", []):
+                if "material" not in prim:
+                    materials.append({"name": "vertex-colour", "pbrMetallicRoughness": {
+                        "baseColorFactor": [1, 1, 1, 1], "metallicFactor": 0.0, "roughnessFactor": 1.0}})
+                    prim["material"] = len(materials) - 1
+        if not materials:
+            tree.pop("materials")
+        # tell loaders which views hold vertex data and which hold indices (validator hint)
+        views, accessors = tree.get("bufferViews", []), tree.get("accessors", [])
+        for m in tree.get("meshes", []):
+            for prim in m.get("primitives", []):
+                for acc in prim.get("attributes", {}).values():
+                    views[accessors[acc]["bufferView"]]["target"] = 34962  # ARRAY_BUFFER
+                if "indices" in prim:
+                    views[accessors[prim["indices"]]["bufferView"]]["target"] = 34963  # ELEMENT_ARRAY_BUFFER
+
+    return export_glb(scene, include_normals=True, buffer_postprocessor=swap_texture,
+                      tree_postprocessor=finish_tree)
+
+
+def export_mesh(obj_path: str | Path, glb_path: str | Path, up: str = THREESTUDIO_UP, height: float | None = None,
+                origin: str = "bottom-center", max_faces: int | None = None, lods: int = 1, force: bool = False,
+                front: str | None = None) -> ExportReport:
+    """Convert a threestudio OBJ export to a GLB (+Y up, metres, origin at the bottom centre).
+
+    up: the source's up axis (threestudio: +Z). front: the source's front axis, turned to glTF's +Z
+    (threestudio: +X); None turns only the up axis. height: scale uniformly so the asset is this tall
+    in metres (None keeps scene units as metres). max_faces: quadric-decimate LOD0 to this budget.
+    lods: also write NAME_LOD1.glb ... at halving face budgets.
+    """
+    obj_path, glb_path = Path(obj_path), Path(glb_path)
+    if origin not in ORIGINS:
+        raise InputError(f"--origin {origin!r}: use one of {', '.join(ORIGINS)}")
+    if height is not None and not (math.isfinite(height) and height > 0):
+        raise InputError(f"--height {height}: must be a positive number of metres")
+    if max_faces is not None and max_faces < MIN_FACES:
+        raise InputError(f"--max-faces {max_faces}: must be at least {MIN_FACES}")
+    if lods < 1:
+        raise InputError(f"--lods {lods}: must be at least 1")
+    T = axis_transform(up, front)
+    if not obj_path.is_file():
+        raise InputError(f"{obj_path}: no such file (threestudio writes TRIAL/save/it*-export/model.obj)")
+    if obj_path.suffix.lower() != ".obj":
+        raise InputError(f"{obj_path}: expected a Wavefront .obj (threestudio's mesh-exporter output)")
+    if glb_path.suffix.lower() != ".glb":
+        raise InputError(f"{glb_path}: the output must end in .glb")
+    targets = lod_paths(glb_path, lods)
+    if not force:
+        existing = [str(p) for p in targets if p.exists()]
+        if existing:
+            raise InputError(f"{', '.join(existing)} already exists; pass --force to overwrite")
+
+    base, texture_file = _load(obj_path)
+    base.apply_transform(T)
+    vertices = np.asarray(base.vertices, dtype=np.float64)
+    extent_y = float(np.ptp(vertices[:, 1]))
+    if height is not None and extent_y <= 0:
+        raise InputError(f"{obj_path}: the mesh is flat along the up axis {up}; cannot scale it to --height")
+    scale = 1.0 if height is None else height / extent_y
+    vertices = vertices * scale
+    vertices = vertices + _origin_shift(vertices, origin)
+    faces = np.asarray(base.faces, dtype=np.int64)
+
+    image = texture_bytes = texture_mime = None
+    texture_desc = "none (plain white material)"
+    material = getattr(base.visual, "material", None)
+    if texture_file is not None and material is not None:
+        image = getattr(material, "image", None) or getattr(material, "baseColorTexture", None)
+    if image is not None:
+        texture_bytes = texture_file.read_bytes()
+        fmt = (image.format or "").upper()
+        texture_mime = {"JPEG": "image/jpeg", "PNG": "image/png"}.get(fmt)
+        if texture_mime is None:  # other formats: let trimesh convert to PNG
+            texture_bytes = None
+        texture_desc = f"{image.size[0]}x{image.size[1]} {fmt.lower() or 'image'} ({texture_file.name}), embedded"
+    elif base.visual.kind == "vertex":
+        texture_desc = "vertex colours (COLOR_0)"
+
+    budget0 = min(len(faces), max_faces) if max_faces else len(faces)
+    extras = {"source": obj_path.name, "up": up, "front": front, "scale": scale, "origin": origin,
+              "units": "metres"}
+    written: list[LodReport] = []
+    first_mesh = None
+    for i, target in enumerate(targets):
+        budget = max(MIN_FACES, budget0 // (2 ** i))
+        v, f, src = decimate(vertices, faces, budget)
+        mesh = _build_mesh(v, f, src, base, image)
+        name = target.stem
+        data = _glb_bytes(mesh, name, texture_bytes, texture_mime, {**extras, "lod": i})
+        with atomic_path(target) as tmp:
+            tmp.write_bytes(data)
+        written.append(LodReport(str(target), len(v), len(f), len(data)))
+        if first_mesh is None:
+            first_mesh = (v, f)
+    v0, f0 = first_mesh
+    return ExportReport(
+        source=str(obj_path), path=str(glb_path), vertices=len(v0), faces=len(f0), source_faces=len(faces),
+        bounds_min=[float(x) for x in v0.min(0)], bounds_max=[float(x) for x in v0.max(0)], scale=float(scale),
+        watertight=_watertight(v0, f0), texture=texture_desc, lods=written,
+    )
+
+
+def find_threestudio_export(trial_dir: str | Path) -> Path | None:
+    """The newest TRIAL/save/it{N}-export/model.obj (highest N), or None."""
+    best: tuple[int, Path] | None = None
+    for obj in Path(trial_dir).glob("save/it*-export/*.obj"):
+        m = re.match(r"it(\d+)-export$", obj.parent.name)
+        if m and (best is None or int(m.group(1)) > best[0]):
+            best = (int(m.group(1)), obj)
+    return None if best is None else best[1]
+
+
+def read_glb_json(path: str | Path) -> dict:
+    """The JSON chunk of a GLB (for reports and tests)."""
+    import json
+    import struct
+
+    data = Path(path).read_bytes()
+    length, _ = struct.unpack_from("<II", data, 12)
+    return json.loads(data[20:20 + length])
+
+
+__all__: Sequence[str] = ["export_mesh", "ExportReport", "LodReport", "axis_transform", "decimate",
+                          "find_threestudio_export", "lod_paths", "read_glb_json", "THREESTUDIO_UP",
+                          "THREESTUDIO_FRONT"]
