@@ -280,7 +280,7 @@ def _cli(capsys, *argv) -> tuple[int, str, str]:
         ("template", "does not fit"),
         ("two-templates", "either --template or --prefix/--suffix"),
         ("no-placeholder", "exactly one '{}' placeholder"),
-        ("one-prompt", "--num-prompts must be at least 2"),
+        ("no-prompts", "--num-prompts must be at least 1"),
         ("resolution", "--resolution 34 must be a multiple of 4"),
         ("resume-nothing", "--resume: no checkpoint"),
         ("bad-model", "cannot load model"),
@@ -308,8 +308,8 @@ def test_bad_input_one_line_and_nothing_written(case, message, tiny_model_dir, t
         extra = ["--template", "a photo of {}", "--prefix", "a"]
     elif case == "no-placeholder":
         extra = ["--template", "a photo of"]
-    elif case == "one-prompt":
-        extra = ["--num-prompts", "1"]
+    elif case == "no-prompts":
+        extra = ["--num-prompts", "0"]
     elif case == "resolution":
         extra = ["--resolution", "34"]
     elif case == "resume-nothing":
@@ -368,3 +368,11 @@ def test_cli_help_explains_paper_defaults(capsys):
                      "reference script: 4", "AdamW", "eq. 5", "--resume", "--preview-every", "--precision",
                      "--gradient-checkpointing", "--checkpoint-every", "--log-csv", "(default: 32)"):
         assert expected in text, expected
+
+
+def test_single_prompt_baseline_trains_with_a_warning(pipe, images, tmp_path):
+    with pytest.warns(UserWarning, match="single prompt"):
+        result = train_distribution(images, pipe, tmp_path / "k1.safetensors", replace(SMALL, num_prompts=1, steps=2),
+                                    progress=False)
+    assert result.finished and result.ortho_losses == [0.0, 0.0]
+    assert all(math.isfinite(x) for x in result.diffusion_losses)

@@ -119,8 +119,10 @@ class TrainConfig:
             if not ok:
                 raise InputError(msg)
 
-        need(self.num_prompts >= 2, f"--num-prompts must be at least 2 (a distribution needs several prompts), "
-             f"not {self.num_prompts}")
+        need(self.num_prompts >= 1, f"--num-prompts must be at least 1 (the paper uses 32), not {self.num_prompts}")
+        if self.num_prompts == 1:
+            warnings.warn("--num-prompts 1 learns a single prompt (sigma = 0, no orthogonality loss): a "
+                          "textual-inversion-like baseline, not a distribution; the paper uses 32", stacklevel=3)
         need(self.num_tokens >= 1, f"--num-tokens must be at least 1, not {self.num_tokens}")
         need(self.samples >= 1, f"--samples must be at least 1, not {self.samples}")
         need(self.steps >= 1, f"--steps must be at least 1, not {self.steps}")
@@ -321,14 +323,18 @@ class Trainer:
         self.progress = progress
         self.callback = callback
         self._log = log or (lambda msg: None)
+        self._has_log = log is not None
         self.resume = resume
         self.warnings: list[str] = []
+        self.clock: Callable[[], float] = time.perf_counter  # for profiled phase times (bench: process_time)
 
         # 1. paths: refuse to clobber anything, before any expensive work
         if self.out.is_dir():
             raise InputError(f"--out {self.out} is a folder; give a file name such as {self.out / 'dist.safetensors'}")
         if self.out.exists() and not overwrite:
             raise InputError(f"{self.out} exists; pass --force to overwrite it, or choose another --out")
+        if self.checkpoint_path is not None and self.checkpoint_path.resolve() == self.out.resolve():
+            raise InputError(f"--checkpoint {self.checkpoint_path} is the --out file; give the checkpoint another name")
         if resume and (self.checkpoint_path is None or not self.checkpoint_path.is_file()):
             raise InputError(f"--resume: no checkpoint at {self.checkpoint_path}; run without --resume to start "
                              "a new training run")
@@ -422,7 +428,13 @@ class Trainer:
             raise InputError(f"{path}: not a dreamdist training checkpoint; run with --force to start over")
         if int(state.get("version", 0)) > CHECKPOINT_VERSION:
             raise InputError(f"{path}: checkpoint version {state['version']} is newer than this dreamdist; upgrade it")
-        theirs = json.loads(state["settings"])
+        try:
+            theirs = json.loads(state["settings"])
+            for key in ("step", "ctx", "optimizer", "generator", "queue", "images", "fingerprint",
+                        "fingerprint_probe", "elapsed_s"):
+                state[key]  # noqa: B018 - presence check
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{path}: damaged training checkpoint; run with --force to start over") from None
         ours = self._resume_settings()
         differ = [f"{k}: checkpoint {theirs.get(k)!r}, now {ours[k]!r}" for k in ours if theirs.get(k) != ours[k]]
         if differ:
@@ -501,7 +513,7 @@ class Trainer:
         unet, sched = self.pipe.unet, self.noise_scheduler
         draws = self._draw()
         b, s = cfg.batch_size, cfg.samples
-        clock = time.perf_counter
+        clock = self.clock
         t0 = clock()
 
         # text encoder: K prompts -> Gaussian -> B x S reparameterised samples (graph back to ctx)
@@ -768,7 +780,7 @@ class Trainer:
         def elapsed() -> float:
             return elapsed0 + time.perf_counter() - loop_began
 
-        stop = _StopRequest(lambda msg: (bar.write(msg) if bar is not None else None, self._log(msg)))
+        stop = _StopRequest(self._log if self._has_log else bar.write)
         step = start
         consistent = True
         smooth = None

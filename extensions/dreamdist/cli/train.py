@@ -108,7 +108,9 @@ def config_from_args(args: argparse.Namespace):
 
 
 def _say(message: str) -> None:
-    print(f"dreamdist train: {message}", file=sys.stderr, flush=True)
+    from tqdm.auto import tqdm
+
+    tqdm.write(f"dreamdist train: {message}", file=sys.stderr)  # above a running progress bar, not through it
 
 
 def run(args: argparse.Namespace) -> int:

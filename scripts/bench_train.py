@@ -1,0 +1,269 @@
+#!/usr/bin/env python
+"""Benchmark `dreamdist train`: where a training step's time and memory go.
+
+For the tiny test model and a medium-size random model (the same classes: CLIPTextModel hidden 256,
+UNet2DConditionModel channels (64, 128, 256), AutoencoderKL), at the paper's K=32, M=8, S=4 and
+batch size 4, prints:
+
+- seconds per step, steady state (median over the measured steps, after warm-up steps);
+- peak memory: on CPU the process's peak RSS (each model is measured in its own subprocess, so the
+  figure covers loading + training of that model only), on CUDA torch.cuda.max_memory_allocated;
+- the share of a step (in a second, profiled run) spent in the text encoder (forward + backward of the K prompts, with the
+  Gaussian fit and the B x S reparameterised samples), the UNet forward and the UNet backward;
+- the overhead ratio: step time / (K-prompt text-encoder forward+backward + B*S UNet forward+backward),
+  the two unavoidable parts each timed alone on the same shapes, outside the trainer. Target <= 1.15.
+
+    python scripts/bench_train.py                  # both models, CPU
+    python scripts/bench_train.py --device cuda --precision bf16 --models tiny medium
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "extensions"))
+
+MEDIUM_RESOLUTION = 128
+
+
+def make_medium_model(path: Path) -> Path:
+    """A medium random-weight SD-2-architecture pipeline (same classes as dreamdist.tiny_model)."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from dreamdist.tiny_model import write_tokenizer
+
+    write_tokenizer(path / "tokenizer")
+    tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
+    torch.manual_seed(0)
+    hidden = 256
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=4,
+        num_attention_heads=4, max_position_embeddings=77, hidden_act="gelu", projection_dim=hidden,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    unet = UNet2DConditionModel(
+        sample_size=MEDIUM_RESOLUTION // 4, in_channels=4, out_channels=4, block_out_channels=(64, 128, 256),
+        layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=hidden,
+        attention_head_dim=(4, 8, 8), use_linear_projection=True, norm_num_groups=32)
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=16, sample_size=MEDIUM_RESOLUTION,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction")
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.save_pretrained(path, safe_serialization=True)
+    return path
+
+
+def draw_images(folder: Path, count: int = 6) -> Path:
+    from PIL import Image, ImageDraw
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        image = Image.new("RGB", (160 + 8 * i, 144), (255, 255, 255))
+        ImageDraw.Draw(image).ellipse((10 + 4 * i, 10, 140, 130), fill=(200, 40 * i % 255, 90))
+        image.save(folder / f"ref{i}.png")
+    return folder
+
+
+def _median_time(fn, reps: int, warmup: int, sync, clock) -> float:
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(reps):
+        began = clock()
+        fn()
+        sync()
+        times.append(clock() - began)
+    return statistics.median(times)
+
+
+def measure(model_kind: str, args: argparse.Namespace) -> dict:
+    """Everything for one model (run in a fresh subprocess)."""
+    import torch
+
+    from dreamdist.quiet import quiet_libraries
+    from dreamdist.runtime import load_pipeline
+    from dreamdist.train import Trainer, TrainConfig, _resolve
+
+    quiet_libraries()
+    warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix=f"bench-train-{model_kind}-"))
+    try:
+        if model_kind == "tiny":
+            from dreamdist.tiny_model import make_tiny_model
+
+            model = make_tiny_model(work / "model", prediction_type="v_prediction")
+        else:
+            model = make_medium_model(work / "model")
+        images = draw_images(work / "images")
+        device, dtype = _resolve(args.device, args.precision)
+        cuda = device.type == "cuda"
+        sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+        # On CPU, time in CPU seconds of this process: the machine may be shared, and wall time then
+        # measures the neighbours as much as us. On CUDA, wall time with device syncs.
+        clock = time.perf_counter if cuda else time.process_time
+        pipe = load_pipeline(model, device, dtype)
+        steps = args.warmup + args.steps
+        config = TrainConfig(steps=steps, checkpoint_every=0, precision=args.precision,
+                             gradient_checkpointing=args.gradient_checkpointing)
+
+        # 1. the real trainer, unprofiled: seconds per step (steady state), peak memory
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        stamps: list[float] = []
+        trainer = Trainer(images, pipe, work / "out" / "a.safetensors", config, progress=False,
+                          callback=lambda info: (sync(), stamps.append(clock())))
+        began = time.perf_counter()
+        trainer.run()
+        total = time.perf_counter() - began
+        deltas = [b - a for a, b in zip(stamps, stamps[1:])][args.warmup - 1:] if args.warmup else \
+            [b - a for a, b in zip(stamps, stamps[1:])]
+        step_s = statistics.median(deltas)
+        peak = torch.cuda.max_memory_allocated(device) if cuda else \
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+        # 2. the same run profiled (device syncs between phases): shares of a step
+        stamps_p: list[float] = []
+        trainer = Trainer(images, pipe, work / "out" / "b.safetensors", config, progress=False,
+                          callback=lambda info: (sync(), stamps_p.append(clock())))
+        trainer.clock = clock
+        trainer.run(profile=True)
+        # per step: its phases and its whole duration (stamp to stamp), medians over the measured steps
+        measured = range(max(args.warmup, 1), steps)
+        step_p = statistics.median(stamps_p[i] - stamps_p[i - 1] for i in measured)
+        phases = {k: statistics.median(v[i] for i in measured) for k, v in trainer.timings.items()}
+
+        # 3. the unavoidable parts alone, same shapes and precision
+        encoder, template = trainer.encoder, trainer.template
+        k, m = config.num_prompts, config.num_tokens
+        ctx = (torch.randn(k, m, encoder.token_dim, device=device) * 0.02).requires_grad_(True)
+        seq, dim = trainer.layout.input_ids.shape[0], encoder.hidden_size
+        feat_grad = torch.randn(k, seq, dim, device=device)
+        autocast = trainer._autocast
+
+        def text_encoder_fwd_bwd():
+            with autocast():
+                enc = encoder.encode_soft(ctx, template)
+            torch.autograd.backward([enc.features.float(), enc.pooled.float().sum()], [feat_grad, None])
+            ctx.grad = None
+
+        n = config.batch_size * config.samples
+        c, h, w = trainer._lat_shape
+        latents = torch.randn(n, c, h, w, device=device, dtype=pipe.unet.dtype)
+        timesteps = torch.randint(0, 1000, (n,), device=device)
+        cond = torch.randn(n, seq, dim, device=device).requires_grad_(True)
+        out_grad = torch.randn(n, c, h, w, device=device)
+
+        def unet_fwd_bwd():
+            with autocast():
+                pred = pipe.unet(latents, timesteps, encoder_hidden_states=cond.to(pipe.unet.dtype)).sample
+            pred.float().backward(out_grad)
+            cond.grad = None
+
+        if config.gradient_checkpointing:
+            pipe.unet.enable_gradient_checkpointing()
+        reps = max(3, args.steps)
+        te_s = _median_time(text_encoder_fwd_bwd, reps, 2, sync, clock)
+        unet_s = _median_time(unet_fwd_bwd, reps, 2, sync, clock)
+        text_s = phases["text_fwd"] + phases["text_bwd"]
+        profiled = sum(phases.values())
+        return {
+            "model": model_kind,
+            "device": str(device),
+            "precision": str(dtype).replace("torch.", ""),
+            "threads": torch.get_num_threads(),
+            "clock": "wall" if cuda else "cpu",
+            "resolution": trainer.resolution,
+            "latent": f"{c}x{h}x{w}",
+            "unet_params_M": round(sum(p.numel() for p in pipe.unet.parameters()) / 1e6, 2),
+            "text_params_M": round(sum(p.numel() for p in pipe.text_encoder.parameters()) / 1e6, 2),
+            "steps_timed": len(deltas),
+            "step_s": step_s,
+            "latent_cache_s": trainer.latent_cache_s,
+            "run_s": total,
+            "peak_mem_MiB": peak / 2**20,
+            "profiled_step_s": step_p,
+            "share_text_encoder": text_s / step_p,
+            "share_unet_fwd": phases["unet_fwd"] / step_p,
+            "share_unet_bwd": phases["unet_bwd"] / step_p,
+            "share_other": 1 - profiled / step_p,
+            "alone_text_encoder_fwd_bwd_s": te_s,
+            "alone_unet_fwd_bwd_s": unet_s,
+            "ratio": step_s / (te_s + unet_s),
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def table(rows: list[dict]) -> str:
+    head = ("model", "device", "clock", "prec", "latent", "UNet M", "s/step", "peak MiB", "text enc", "UNet fwd",
+            "UNet bwd", "other", "TE alone", "UNet alone", "ratio")
+    lines = [" | ".join(head), " | ".join("-" * len(h) for h in head)]
+    for r in rows:
+        lines.append(" | ".join([
+            r["model"], r["device"], r["clock"], r["precision"], r["latent"], f"{r['unet_params_M']:.1f}", f"{r['step_s']:.3f}",
+            f"{r['peak_mem_MiB']:.0f}", f"{r['share_text_encoder']:.1%}", f"{r['share_unet_fwd']:.1%}",
+            f"{r['share_unet_bwd']:.1%}", f"{r['share_other']:.1%}", f"{r['alone_text_encoder_fwd_bwd_s']:.3f}s",
+            f"{r['alone_unet_fwd_bwd_s']:.3f}s", f"{r['ratio']:.3f}"]))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", choices=("tiny", "medium"), default=["tiny", "medium"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, auto")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
+    parser.add_argument("--steps", type=int, default=6, help="measured steps (after warm-up)")
+    parser.add_argument("--warmup", type=int, default=2, help="warm-up steps, not measured")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
+    parser.add_argument("--one", choices=("tiny", "medium"), help=argparse.SUPPRESS)  # subprocess mode
+    args = parser.parse_args()
+    if args.one:
+        print("BENCH-ROW " + json.dumps(measure(args.one, args)), flush=True)
+        return 0
+    rows = []
+    for kind in args.models:
+        argv = [sys.executable, __file__, "--one", kind, "--device", args.device, "--precision", args.precision,
+                "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+        if args.gradient_checkpointing:
+            argv.append("--gradient-checkpointing")
+        done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        found = [line for line in done.stdout.splitlines() if line.startswith("BENCH-ROW ")]
+        if done.returncode or not found:
+            print(f"{kind}: failed\n{done.stderr[-3000:]}", file=sys.stderr)
+            return 1
+        rows.append(json.loads(found[-1][len("BENCH-ROW "):]))
+        print(f"{kind}: {rows[-1]['step_s']:.3f} s/step, ratio {rows[-1]['ratio']:.3f}", file=sys.stderr, flush=True)
+    print("K=32 M=8 S=4 batch 4 (UNet batch 16); s/step = median steady-state step (CPU: CPU seconds of the "
+          "process, robust to a shared machine; CUDA: wall seconds); shares are of that step; 'alone' = the "
+          "unavoidable part timed outside the trainer; ratio = s/step / (TE alone + UNet alone), target <= 1.15")
+    print(table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
