@@ -146,14 +146,23 @@ def _load(obj_path: Path):
 
 
 def axis_transform(up: str, front: str | None = None) -> np.ndarray:
-    """4x4 rotation taking `up` to +Y and, if given, `front` to +Z (glTF's forward)."""
-    import trimesh
+    """4x4 rotation taking `up` to +Y and, if given, `front` to +Z (glTF's forward).
 
+    Without `front` it is the smallest rotation doing so (about the axis up x Y; 180 degrees about X
+    for -Y), so e.g. +Z up maps (x, y, z) -> (x, z, -y): the other horizontal axis is left alone.
+    """
     u = parse_axis(up, "--up")
+    y = np.array([0.0, 1.0, 0.0])
     T = np.eye(4)
     if front is None:
-        T = trimesh.geometry.align_vectors(u, [0.0, 1.0, 0.0])
-        T[np.abs(T) < 1e-12] = 0.0
+        axis = np.cross(u, y)
+        if np.linalg.norm(axis) < 1e-12:
+            axis = np.array([1.0, 0.0, 0.0])  # u = +Y: angle 0 (identity); u = -Y: 180 degrees about X
+        axis = axis / np.linalg.norm(axis)
+        angle = float(np.arccos(np.clip(u @ y, -1.0, 1.0)))
+        K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+        R = np.eye(3) + np.sin(angle) * K + (1 - np.cos(angle)) * (K @ K)  # Rodrigues
+        T[:3, :3] = np.round(R, 12) + 0.0
         return T
     f = parse_axis(front, "--front")
     if abs(float(u @ f)) > 0.5:
@@ -200,17 +209,22 @@ def _watertight(vertices: np.ndarray, faces: np.ndarray) -> bool:
 # ------------------------------------------------------------------------------------- decimation
 
 
-def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Quadric decimation to at most `max_faces`; returns (vertices, faces, source_index) where
-    source_index[j] is the original vertex whose attributes (UV, colour) new vertex j keeps.
+Interp = tuple[np.ndarray, np.ndarray]  # (source face per vertex, barycentric weights per vertex)
+
+
+def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[np.ndarray, np.ndarray, Interp | None]:
+    """Quadric decimation to at most `max_faces`; returns (vertices, faces, interp), where interp
+    tells where on the source surface each new vertex lies (None: nothing changed), so UVs and
+    colours are interpolated there.
 
     UV seams are split vertices, i.e. open borders to the simplifier, so a collapse never merges two
-    UV charts; each surviving vertex keeps the UV of the nearest original vertex that collapsed into it.
+    UV charts. A collapsed vertex moves to its quadric optimum; its UV is read off the nearest point
+    of the source faces around the vertices that collapsed into it, all in the same chart.
     """
     import fast_simplification
 
     if len(faces) <= max_faces:
-        return vertices, faces, np.arange(len(vertices))
+        return vertices, faces, None
     # First keep borders (UV seams) fixed so the two sides of a seam cannot drift apart and open a
     # crack; meshes with many UV charts may need seam vertices collapsed to reach the budget.
     attempts = [(True, max_faces)] + [(False, max(MIN_FACES, int(max_faces * 0.9 ** k))) for k in range(6)]
@@ -225,20 +239,47 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[n
         raise InputError(f"could not decimate to {max_faces} faces (got {len(new_f)}); raise --max-faces")
     new_v = np.asarray(new_v, dtype=np.float64)
     mapping = np.asarray(mapping, dtype=np.int64)
-    valid = np.flatnonzero(mapping >= 0)
-    dist = np.linalg.norm(vertices[valid] - new_v[mapping[valid]], axis=1)
-    order = np.lexsort((dist, mapping[valid]))
-    groups = mapping[valid][order]
-    first = np.r_[True, groups[1:] != groups[:-1]]
-    source = np.zeros(len(new_v), dtype=np.int64)
-    source[groups[first]] = valid[order][first]
     # drop degenerate faces and vertices nothing references any more
     keep = (new_f[:, 0] != new_f[:, 1]) & (new_f[:, 1] != new_f[:, 2]) & (new_f[:, 0] != new_f[:, 2])
     new_f = new_f[keep]
     used = np.unique(new_f)
     remap = np.full(len(new_v), -1, dtype=np.int64)
     remap[used] = np.arange(len(used))
-    return new_v[used], remap[new_f], source[used]
+    new_v, new_f = new_v[used], remap[new_f]
+    group = np.where(mapping >= 0, remap[np.maximum(mapping, 0)], -1)  # source vertex -> new vertex
+    return new_v, new_f, _locate(vertices, faces, new_v, group)
+
+
+def _locate(vertices: np.ndarray, faces: np.ndarray, new_v: np.ndarray, group: np.ndarray) -> Interp:
+    """For each new vertex j: the closest point to new_v[j] on the source faces touching a source
+    vertex that collapsed into j, as (face index, barycentric weights)."""
+    from trimesh.triangles import closest_point, points_to_barycentric
+
+    face_idx = np.repeat(np.arange(len(faces)), 3)
+    target = group[faces].reshape(-1)
+    ok = target >= 0
+    pairs = np.unique(np.stack([face_idx[ok], target[ok]], 1), axis=0)
+    tris = vertices[faces[pairs[:, 0]]]
+    pts = new_v[pairs[:, 1]]
+    closest = closest_point(tris, pts)
+    dist = np.linalg.norm(closest - pts, axis=1)
+    order = np.lexsort((dist, pairs[:, 1]))
+    first = np.r_[True, pairs[order[1:], 1] != pairs[order[:-1], 1]]
+    best = order[first]
+    src_face = np.zeros(len(new_v), dtype=np.int64)
+    bary = np.zeros((len(new_v), 3))
+    src_face[pairs[best, 1]] = pairs[best, 0]
+    b = points_to_barycentric(tris[best], closest[best])
+    b = np.clip(np.nan_to_num(b, nan=1 / 3), 0, 1)
+    bary[pairs[best, 1]] = b / b.sum(1, keepdims=True)
+    return src_face, bary
+
+
+def _interpolate(values: np.ndarray, faces: np.ndarray, interp: Interp | None) -> np.ndarray:
+    if interp is None:
+        return values
+    src_face, bary = interp
+    return np.einsum("nk,nkc->nc", bary, values[faces[src_face]].astype(np.float64))
 
 
 # ------------------------------------------------------------------------------------------ write
@@ -252,15 +293,18 @@ def _pbr_material(image):
                        metallicFactor=0.0, roughnessFactor=1.0)
 
 
-def _build_mesh(vertices, faces, source, base, image):
+def _build_mesh(vertices, faces, interp, base, image):
     import trimesh
     from trimesh.visual import ColorVisuals, TextureVisuals
 
+    src_faces = np.asarray(base.faces)
     visual = None
     if image is not None and getattr(base.visual, "uv", None) is not None:
-        visual = TextureVisuals(uv=np.asarray(base.visual.uv)[source], material=_pbr_material(image))
+        uv = _interpolate(np.asarray(base.visual.uv, dtype=np.float64), src_faces, interp)
+        visual = TextureVisuals(uv=uv, material=_pbr_material(image))
     elif base.visual.kind == "vertex":
-        visual = ColorVisuals(vertex_colors=np.asarray(base.visual.vertex_colors)[source])
+        colors = _interpolate(np.asarray(base.visual.vertex_colors), src_faces, interp)
+        visual = ColorVisuals(vertex_colors=np.clip(np.round(colors), 0, 255).astype(np.uint8))
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, visual=visual, process=False)
     mesh.vertex_normals = seam_aware_normals(vertices, faces)
     return mesh
@@ -378,8 +422,8 @@ def export_mesh(obj_path: str | Path, glb_path: str | Path, up: str = THREESTUDI
     first_mesh = None
     for i, target in enumerate(targets):
         budget = max(MIN_FACES, budget0 // (2 ** i))
-        v, f, src = decimate(vertices, faces, budget)
-        mesh = _build_mesh(v, f, src, base, image)
+        v, f, interp = decimate(vertices, faces, budget)
+        mesh = _build_mesh(v, f, interp, base, image)
         name = target.stem
         data = _glb_bytes(mesh, name, texture_bytes, texture_mime, {**extras, "lod": i})
         with atomic_path(target) as tmp:

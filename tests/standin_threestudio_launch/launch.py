@@ -26,7 +26,8 @@ Controls for tests (environment variables):
   STANDIN_LAUNCH_FAIL_SEEDS      comma-separated seeds whose --train exits 1
   STANDIN_LAUNCH_FAIL_ONCE_SEEDS seeds whose first --train in a trial dir exits 1, later ones succeed
   STANDIN_LAUNCH_EMPTY_MESH      "1": --export writes an OBJ with no faces
-  STANDIN_LAUNCH_LOG             append one JSON line per invocation (mode, seed, GPUs, pid, times)
+  STANDIN_LAUNCH_LOG             append a JSON line when an invocation starts and one when it succeeds
+                                 (event, mode, seed, CUDA_VISIBLE_DEVICES, pid, times)
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ def ellipsoid(seed: int, segments: tuple[int, int] = (48, 24)):
     uv = np.stack([u, v], -1).reshape(-1, 2)
     idx = np.arange((nu + 1) * (nv + 1)).reshape(nv + 1, nu + 1)
     a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, 1:], idx[1:, :-1]
-    faces = np.concatenate([np.stack([a, c, b], -1).reshape(-1, 3), np.stack([a, d, c], -1).reshape(-1, 3)])
+    faces = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
     tri = pos[faces]
     area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
     return pos, uv, faces[area > 1e-12]
@@ -174,6 +175,10 @@ def main(args: argparse.Namespace, extras: list[str]) -> int:
               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "gpu_arg": args.gpu,
               "start": time.time()}
     print(f"[standin] {mode} seed={cfg.seed} trial_dir={trial} gpus={gpus}", flush=True)
+    log = os.environ.get("STANDIN_LAUNCH_LOG")
+    if log:
+        with open(log, "a") as fh:
+            fh.write(json.dumps({"event": "start", **record}) + "\n")
     dist = OmegaConf.select(cfg, "system.prompt_processor.distribution")
     if dist is not None and not os.path.exists(str(dist)):  # what the dreamdist prompt processor refuses
         print(f"[standin] distribution file not found: {dist}", file=sys.stderr)
@@ -212,11 +217,10 @@ def main(args: argparse.Namespace, extras: list[str]) -> int:
                                 texture_format=texture_format,
                                 empty=os.environ.get("STANDIN_LAUNCH_EMPTY_MESH") == "1")
         print(f"[standin] Export assets saved to {out.parent}", flush=True)
-    log = os.environ.get("STANDIN_LAUNCH_LOG")
     if log:
         record["end"] = time.time()
         with open(log, "a") as fh:
-            fh.write(json.dumps(record) + "\n")
+            fh.write(json.dumps({"event": "end", **record}) + "\n")
     return 0
 
 
