@@ -475,7 +475,7 @@ def test_reference_images_train_once_then_load_from_cache(ts, make, tmp_path, mo
     assert not torch.allclose(second.text_embeddings_vd, first.text_embeddings_vd)
     # bad training settings: one line naming this processor's setting
     monkeypatch.undo()
-    message = _refusal(ts, lambda: make(**{**settings, "num_prompts": 1}))
+    message = _refusal(ts, lambda: make(**{**settings, "num_prompts": 0}))
     assert "system.prompt_processor.num_prompts" in message and "--num-prompts" not in message
 
 

@@ -191,12 +191,12 @@ class DreamdistPromptProcessor(PromptProcessor):
         except DreamdistError as exc:
             raise refuse(exc) from None
         if saved is not None:
-            saved = saved.to(self.device)
-            self.text_embeddings.copy_(saved.text[None])
-            self.uncond_text_embeddings.copy_(saved.uncond[None])
-            self.text_embeddings_vd.copy_(saved.text_vd)
-            self.uncond_text_embeddings_vd.copy_(saved.uncond_vd)
-            self.conditioning = saved
+            self.conditioning = saved = saved.to(self.device)
+            if hasattr(self, "text_embeddings"):  # already handed out (mvdream-system keeps them)
+                self.text_embeddings.copy_(saved.text[None])
+                self.uncond_text_embeddings.copy_(saved.uncond[None])
+                self.text_embeddings_vd.copy_(saved.text_vd)
+                self.uncond_text_embeddings_vd.copy_(saved.uncond_vd)
         elif get_rank() == 0:
             self.conditioning.save(path)
             threestudio.info(f"dreamdist: sampled conditioning saved to {path}")
@@ -222,7 +222,8 @@ class DreamdistPromptProcessor(PromptProcessor):
         from dreamdist.templates import Template
 
         cfg = self.cfg
-        Template.parse(cfg.prompt) if not cfg.prompt.startswith("lib:") else None
+        if not cfg.prompt.startswith("lib:"):  # a prompt-library entry is checked once looked up
+            Template.parse(cfg.prompt)
         if cfg.mix_rule not in MIX_RULES:
             raise InputError(f"mix_rule must be one of {', '.join(MIX_RULES)}, not {cfg.mix_rule!r}")
         if cfg.distribution in (None, "", []) and not cfg.reference_images:
