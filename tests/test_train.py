@@ -376,3 +376,16 @@ def test_single_prompt_baseline_trains_with_a_warning(pipe, images, tmp_path):
                                     progress=False)
     assert result.finished and result.ortho_losses == [0.0, 0.0]
     assert all(math.isfinite(x) for x in result.diffusion_losses)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_half_precision_autocast_paths(precision, tiny_model_dir, images, tmp_path):
+    """The CUDA code paths, run on CPU: half-precision weights under autocast, fp32 learned vectors,
+    and for fp16 the GradScaler (loss scaling, unscale before clipping, skipped inf steps)."""
+    config = replace(SMALL, steps=3, precision=precision)
+    result = train_distribution(images, tiny_model_dir, tmp_path / "h.safetensors", config, device="cpu",
+                                progress=False)
+    assert result.finished and all(math.isfinite(x) for x in result.diffusion_losses)
+    dist = load_distribution(result.out)
+    assert dist.ctx.dtype == torch.float32 and dist.training["precision"] == precision
+    assert not torch.equal(dist.ctx, PromptSet(4, 2, 32, seed=0).ctx.detach())

@@ -551,14 +551,14 @@ class Trainer:
         t2 = clock()
 
         # backward: UNet to the samples' features, then the text encoder to ctx (one graph each)
-        scale = self.scaler.get_scale() if self.scaler is not None else 1.0
-        (diffusion * scale).backward()
+        scaler = self.scaler  # fp16 only: loss scaling against gradient underflow
+        (scaler.scale(diffusion) if scaler is not None else diffusion).backward()
         self._sync()
         t3 = clock()
         weighted_ortho = cfg.ortho_weight * ortho
-        torch.autograd.backward(
-            [cond, weighted_ortho],
-            [cond_leaf.grad.reshape(cond.shape), torch.full_like(weighted_ortho, scale)],
+        torch.autograd.backward(  # cond_leaf.grad is already scaled like the diffusion loss
+            [cond, scaler.scale(weighted_ortho) if scaler is not None else weighted_ortho],
+            [cond_leaf.grad.reshape(cond.shape), None],
         )
         self._sync()
         t4 = clock()
