@@ -32,8 +32,8 @@ import math
 import os
 import shlex
 import shutil
-import tempfile
 import time
+import uuid
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -464,10 +464,13 @@ class _Staging:
         for p in reversed(missing):
             p.mkdir()
             self.created.append(p)
-        self.path = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.absolute().parent))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(self.path, 0o777 & ~umask)  # mkdtemp makes it private; the run folder should not be
+        while True:  # not mkdtemp: that folder would be private (0700) and so would the run folder
+            self.path = out.absolute().parent / f".{out.name}.{uuid.uuid4().hex[:12]}.partial"
+            try:
+                self.path.mkdir()  # mode 0777 minus the umask, as any folder the user makes
+                break
+            except FileExistsError:
+                continue
 
     def commit(self) -> None:
         try:
