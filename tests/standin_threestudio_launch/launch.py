@@ -39,8 +39,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 
 def _register_resolvers() -> None:
     """threestudio/utils/config.py registers these at import time."""
@@ -89,6 +87,8 @@ def load_config(path: str, extras: list[str], n_gpus: int):
 
 def ellipsoid(seed: int, segments: tuple[int, int] = (48, 24)):
     """A lat-long ellipsoid, Z up, off-centre, with a UV seam (split vertices) like xatlas output."""
+    import numpy as np
+
     nu, nv = segments
     u, v = np.meshgrid(np.linspace(0, 1, nu + 1), np.linspace(0, 1, nv + 1))
     theta, phi = u * 2 * np.pi, v * np.pi
@@ -104,7 +104,9 @@ def ellipsoid(seed: int, segments: tuple[int, int] = (48, 24)):
     return pos, uv, faces[area > 1e-12]
 
 
-def quadrant_texture(size: int = 64) -> np.ndarray:
+def quadrant_texture(size: int = 64):
+    import numpy as np
+
     img = np.zeros((size, size, 3), np.uint8)
     h = size // 2
     img[:h, :h], img[:h, h:], img[h:, :h], img[h:, h:] = [220, 30, 30], [30, 200, 30], [30, 30, 220], [230, 220, 40]
@@ -114,6 +116,7 @@ def quadrant_texture(size: int = 64) -> np.ndarray:
 def write_mesh_export(folder: str | Path, seed: int = 0, fmt: str = "obj-mtl", texture_format: str = "jpg",
                       texture_size: int = 64, empty: bool = False, segments: tuple[int, int] = (48, 24)) -> Path:
     """Write model.obj (+ model.mtl + texture_kd.{fmt}) exactly as threestudio's SaverMixin.save_obj does."""
+    import numpy as np
     from PIL import Image
 
     folder = Path(folder)

@@ -96,8 +96,9 @@ class Summary:
         return "\n".join(lines)
 
 
-def dry_run(spec: BatchSpec, seeds: list[int], gpus: list[str] | None, out: TextIO = sys.stdout) -> int:
+def dry_run(spec: BatchSpec, seeds: list[int], gpus: list[str] | None, out: TextIO | None = None) -> int:
     """Print the exact commands each pending seed would run; write nothing."""
+    out = out or sys.stdout
     manifest = Manifest(spec.manifest_path)
     records = manifest.records()
     check_same_batch(manifest, spec.settings(), records)
@@ -122,8 +123,12 @@ class _Stop(KeyboardInterrupt):
 
 
 def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any], retries: int = 2,
-              progress: bool | None = None, out: TextIO = sys.stdout) -> Summary:
-    """Run every seed not yet done; return the summary (its exit_code is the command's)."""
+              progress: bool | None = None, out: TextIO | None = None) -> Summary:
+    """Run every seed not yet done; return the summary (its exit_code is the command's).
+
+    progress: True/False forces the bar on/off; None shows it when stderr is a terminal.
+    """
+    out = out or sys.stdout
     from tqdm.auto import tqdm
 
     manifest = Manifest(spec.manifest_path)
