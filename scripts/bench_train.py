@@ -11,7 +11,8 @@ batch size 4, prints:
 - the share of a step (in a second, profiled run) spent in the text encoder (forward + backward of the K prompts, with the
   Gaussian fit and the B x S reparameterised samples), the UNet forward and the UNet backward;
 - the overhead ratio: step time / (K-prompt text-encoder forward+backward + B*S UNet forward+backward),
-  the two unavoidable parts each timed alone on the same shapes, outside the trainer. Target <= 1.15.
+  the two unavoidable parts each timed alone on the same shapes, outside the trainer but between its
+  steps (so both see the same machine load). Target <= 1.15.
 
     python scripts/bench_train.py                  # both models, CPU
     python scripts/bench_train.py --device cuda --precision bf16 --models tiny medium
@@ -82,19 +83,6 @@ def draw_images(folder: Path, count: int = 6) -> Path:
     return folder
 
 
-def _median_time(fn, reps: int, warmup: int, sync, clock) -> float:
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(reps):
-        began = clock()
-        fn()
-        sync()
-        times.append(clock() - began)
-    return statistics.median(times)
-
-
 def measure(model_kind: str, args: argparse.Namespace) -> dict:
     """Everything for one model (run in a fresh subprocess)."""
     import torch
@@ -105,6 +93,7 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
 
     quiet_libraries()
     warnings.filterwarnings("ignore")
+    rss_start = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # torch + libraries, no model yet
     if args.threads:
         torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix=f"bench-train-{model_kind}-"))
@@ -127,33 +116,24 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
         config = TrainConfig(steps=steps, checkpoint_every=0, precision=args.precision,
                              gradient_checkpointing=args.gradient_checkpointing)
 
-        # 1. the real trainer, unprofiled: seconds per step (steady state), peak memory
+        measured = range(max(args.warmup, 1), steps)  # step i's time is stamp[i] - stamp[i-1]
+
+        # 1. a profiled run (device syncs between phases): shares of a step, peak memory
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
-        stamps: list[float] = []
+        stamps_p: list[float] = []
         trainer = Trainer(images, pipe, work / "out" / "a.safetensors", config, progress=False,
-                          callback=lambda info: (sync(), stamps.append(clock())))
+                          callback=lambda info: (sync(), stamps_p.append(clock())))
+        trainer.clock = clock
         began = time.perf_counter()
-        trainer.run()
+        trainer.run(profile=True)
         total = time.perf_counter() - began
-        deltas = [b - a for a, b in zip(stamps, stamps[1:])][args.warmup - 1:] if args.warmup else \
-            [b - a for a, b in zip(stamps, stamps[1:])]
-        step_s = statistics.median(deltas)
+        step_p = statistics.median(stamps_p[i] - stamps_p[i - 1] for i in measured)
+        phases = {k: statistics.median(v[i] for i in measured) for k, v in trainer.timings.items()}
         peak = torch.cuda.max_memory_allocated(device) if cuda else \
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
-        # 2. the same run profiled (device syncs between phases): shares of a step
-        stamps_p: list[float] = []
-        trainer = Trainer(images, pipe, work / "out" / "b.safetensors", config, progress=False,
-                          callback=lambda info: (sync(), stamps_p.append(clock())))
-        trainer.clock = clock
-        trainer.run(profile=True)
-        # per step: its phases and its whole duration (stamp to stamp), medians over the measured steps
-        measured = range(max(args.warmup, 1), steps)
-        step_p = statistics.median(stamps_p[i] - stamps_p[i - 1] for i in measured)
-        phases = {k: statistics.median(v[i] for i in measured) for k, v in trainer.timings.items()}
-
-        # 3. the unavoidable parts alone, same shapes and precision
+        # 2. the unavoidable parts alone, same shapes and precision, outside the trainer
         encoder, template = trainer.encoder, trainer.template
         k, m = config.num_prompts, config.num_tokens
         ctx = (torch.randn(k, m, encoder.token_dim, device=device) * 0.02).requires_grad_(True)
@@ -180,11 +160,27 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
             pred.float().backward(out_grad)
             cond.grad = None
 
-        if config.gradient_checkpointing:
-            pipe.unet.enable_gradient_checkpointing()
-        reps = max(3, args.steps)
-        te_s = _median_time(text_encoder_fwd_bwd, reps, 2, sync, clock)
-        unet_s = _median_time(unet_fwd_bwd, reps, 2, sync, clock)
+        # 3. the real trainer, unprofiled, with the parts-alone timings interleaved between its steps
+        # (inside the callback, outside the step's stamps), so that both see the same machine load
+        stamps: list[tuple[float, float]] = []  # (callback entered, callback left) per step
+        alone: dict[str, list[float]] = {"te": [], "unet": []}
+
+        def between_steps(info):
+            sync()
+            entered = clock()
+            for key, fn in (("te", text_encoder_fwd_bwd), ("unet", unet_fwd_bwd)):
+                t0 = clock()
+                fn()
+                sync()
+                alone[key].append(clock() - t0)
+            stamps.append((entered, clock()))
+
+        trainer = Trainer(images, pipe, work / "out" / "b.safetensors", config, progress=False,
+                          callback=between_steps)
+        trainer.run()
+        step_s = statistics.median(stamps[i][0] - stamps[i - 1][1] for i in measured)
+        te_s = statistics.median(alone["te"][i] for i in measured)
+        unet_s = statistics.median(alone["unet"][i] for i in measured)
         text_s = phases["text_fwd"] + phases["text_bwd"]
         profiled = sum(phases.values())
         return {
@@ -197,11 +193,12 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
             "latent": f"{c}x{h}x{w}",
             "unet_params_M": round(sum(p.numel() for p in pipe.unet.parameters()) / 1e6, 2),
             "text_params_M": round(sum(p.numel() for p in pipe.text_encoder.parameters()) / 1e6, 2),
-            "steps_timed": len(deltas),
+            "steps_timed": len(measured),
             "step_s": step_s,
             "latent_cache_s": trainer.latent_cache_s,
             "run_s": total,
             "peak_mem_MiB": peak / 2**20,
+            "rss_before_model_MiB": None if cuda else rss_start / 2**20,
             "profiled_step_s": step_p,
             "share_text_encoder": text_s / step_p,
             "share_unet_fwd": phases["unet_fwd"] / step_p,
@@ -216,14 +213,14 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("model", "device", "clock", "prec", "latent", "UNet M", "s/step", "peak MiB", "text enc", "UNet fwd",
+    head = ("model", "device", "clock", "prec", "latent", "UNet M", "s/step", "peak MiB (before model)", "text enc", "UNet fwd",
             "UNet bwd", "other", "TE alone", "UNet alone", "ratio")
     lines = [" | ".join(head), " | ".join("-" * len(h) for h in head)]
     for r in rows:
         lines.append(" | ".join([
             r["model"], r["device"], r["clock"], r["precision"], r["latent"], f"{r['unet_params_M']:.1f}", f"{r['step_s']:.3f}",
-            f"{r['peak_mem_MiB']:.0f}", f"{r['share_text_encoder']:.1%}", f"{r['share_unet_fwd']:.1%}",
-            f"{r['share_unet_bwd']:.1%}", f"{r['share_other']:.1%}", f"{r['alone_text_encoder_fwd_bwd_s']:.3f}s",
+            f"{r['peak_mem_MiB']:.0f}" + (f" ({r['rss_before_model_MiB']:.0f})" if r.get("rss_before_model_MiB") else ""), f"{r['share_text_encoder']:.1%}", f"{r['share_unet_fwd']:.1%}",
+            f"{r['share_unet_bwd']:.1%}", f"{max(0.0, r['share_other']):.1%}", f"{r['alone_text_encoder_fwd_bwd_s']:.3f}s",
             f"{r['alone_unet_fwd_bwd_s']:.3f}s", f"{r['ratio']:.3f}"]))
     return "\n".join(lines)
 

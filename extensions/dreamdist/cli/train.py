@@ -29,10 +29,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     d = TrainConfig()
     parser.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of reference images")
-    parser.add_argument("--model", required=True,
+    none = argparse.SUPPRESS  # no "(default: None)" in --help where the help text says what happens
+    parser.add_argument("--model", required=True, default=none,
                         help="diffusers model folder or hub id: stabilityai/stable-diffusion-2-1 (v-prediction, "
                         "the paper's) or stabilityai/stable-diffusion-2-1-base (epsilon)")
-    parser.add_argument("--out", type=Path, required=True, help="distribution file to write (.safetensors)")
+    parser.add_argument("--out", type=Path, required=True, default=none, help="distribution file to write (.safetensors)")
 
     method = parser.add_argument_group("method (paper defaults)")
     method.add_argument("--num-prompts", type=int, default=d.num_prompts, metavar="K",
@@ -55,14 +56,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="clip the gradient norm (reference script: 1.0; 0 = off)")
 
     text = parser.add_argument_group("prompt template")
-    text.add_argument("--template", default=None,
+    text.add_argument("--template", default=none,
                       help="training template with one {} where the learned vectors go, e.g. 'a photo of {}' "
                       "(default: the learned vectors alone)")
-    text.add_argument("--prefix", default="", help="text before the learned vectors (alternative to --template)")
-    text.add_argument("--suffix", default="", help="text after the learned vectors (alternative to --template)")
+    text.add_argument("--prefix", default=none, help="text before the learned vectors (alternative to --template)")
+    text.add_argument("--suffix", default=none, help="text after the learned vectors (alternative to --template)")
 
     data = parser.add_argument_group("images")
-    data.add_argument("--resolution", type=int, default=None,
+    data.add_argument("--resolution", type=int, default=none,
                       help="training resolution in pixels (default: the model's, 768 for SD 2.1, 512 for 2.1-base)")
     data.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
 
@@ -75,12 +76,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="recompute the frozen UNet's activations in the backward pass: less GPU memory, slower")
     run.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
                      help="write the checkpoint every N steps (also on Ctrl-C / SIGTERM and at the end; 0 = only then)")
-    run.add_argument("--checkpoint", type=Path, default=None, help="checkpoint file (default: OUT with .ckpt)")
+    run.add_argument("--checkpoint", type=Path, default=none, help="checkpoint file (default: OUT with .ckpt)")
     run.add_argument("--resume", action="store_true",
                      help="continue from the checkpoint (optimizer and RNG state: ends as if never interrupted)")
     run.add_argument("--force", action="store_true",
                      help="overwrite an existing --out; without --resume, discard an existing checkpoint")
-    run.add_argument("--log-csv", type=Path, default=None,
+    run.add_argument("--log-csv", type=Path, default=none,
                      help="per-step loss log (default: OUT with .log.csv)")
     run.add_argument("--preview-every", type=int, default=d.preview_every,
                      help="every N steps, render a grid of images from the current distribution (0 = off)")
@@ -93,9 +94,13 @@ def config_from_args(args: argparse.Namespace):
     from dreamdist.templates import Template
     from dreamdist.train import TrainConfig
 
+    for name in ("template", "prefix", "suffix", "resolution", "checkpoint", "log_csv"):
+        if not hasattr(args, name):
+            setattr(args, name, None)
     if args.template is not None and (args.prefix or args.suffix):
         raise InputError("give either --template or --prefix/--suffix, not both")
-    template = args.template if args.template is not None else str(Template(args.prefix.strip(), args.suffix.strip()))
+    template = args.template if args.template is not None else \
+        str(Template((args.prefix or "").strip(), (args.suffix or "").strip()))
     return TrainConfig(
         num_prompts=args.num_prompts, num_tokens=args.num_tokens, samples=args.samples,
         ortho_weight=args.ortho_weight, ortho_kind=args.ortho_kind, steps=args.steps, lr=args.lr,
