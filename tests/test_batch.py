@@ -189,7 +189,8 @@ def test_killed_runner_resumes_without_redoing_or_losing_records(env, sig, monke
     manifest_path = env.out / "manifest.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and runner.poll() is None:
-        if manifest_path.exists() and sum('"status": "done"' in line for line in manifest_path.read_text().splitlines()) >= 2:
+        text = manifest_path.read_text() if manifest_path.exists() else ""
+        if sum('"status": "done"' in line for line in text.splitlines()) >= 2:
             break
         time.sleep(0.05)
     assert runner.poll() is None, runner.communicate()[0]

@@ -333,13 +333,13 @@ def _glb_bytes(mesh, name: str, texture_bytes: bytes | None, texture_mime: str |
     def finish_tree(tree) -> None:
         tree.setdefault("asset", {})["generator"] = f"dreamdist (trimesh {trimesh.__version__})"
         tree["asset"]["extras"] = extras
-        # a primitive with no material gets glTF's default (metallicFactor 1): give vertex-coloured
-        # meshes a plain non-metallic one instead
+        # a primitive with no material gets glTF's default (metallicFactor 1): give untextured
+        # (e.g. vertex-coloured) meshes a plain non-metallic one instead
         materials = tree.setdefault("materials", [])
         for m in tree.get("meshes", []):
             for prim in m.get("primitives", []):
                 if "material" not in prim:
-                    materials.append({"name": "vertex-colour", "pbrMetallicRoughness": {
+                    materials.append({"name": "plain", "pbrMetallicRoughness": {
                         "baseColorFactor": [1, 1, 1, 1], "metallicFactor": 0.0, "roughnessFactor": 1.0}})
                     prim["material"] = len(materials) - 1
         if not materials:

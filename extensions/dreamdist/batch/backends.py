@@ -37,7 +37,8 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def _interrupted(spec: BatchSpec, seed: int, attempt: int, gpu: str | None = None, error: str | None = None) -> JobResult:
+def _interrupted(spec: BatchSpec, seed: int, attempt: int, gpu: str | None = None,
+                 error: str | None = None) -> JobResult:
     return JobResult(seed=seed, attempt=attempt, status="interrupted", wall_s=0.0, trial_dir=str(spec.trial_dir(seed)),
                      log=str(spec.log_path(seed, attempt)), gpu=gpu, error=error)
 
@@ -123,7 +124,8 @@ class RayBackend:
         self.refs: dict[Any, tuple[int, int]] = {}
         self.max_in_flight = max_in_flight
         resources = ray.cluster_resources()
-        self.description = (f"ray at {address}: {resources.get('GPU', 0):g} GPU(s), {resources.get('CPU', 0):g} CPU(s); "
+        self.description = (f"ray at {address}: {resources.get('GPU', 0):g} GPU(s), "
+                            f"{resources.get('CPU', 0):g} CPU(s); "
                             f"{gpus_per_task:g} GPU + {cpus_per_task:g} CPU per task")
         if gpus_per_task > resources.get("GPU", 0):
             raise InputError(f"the Ray cluster at {address} has {resources.get('GPU', 0):g} GPU(s) but each task "

@@ -88,7 +88,8 @@ class Summary:
         lines += [f"  {a:<12} {b:>6}  {c}".rstrip() for a, b, c in rows]
         if times:
             rate = len(times) / self.wall_s * 60 if self.wall_s > 0 else float("nan")
-            lines.append(f"  time per asset: mean {statistics.mean(times):.1f} s, median {statistics.median(times):.1f} s, "
+            lines.append(f"  time per asset: mean {statistics.mean(times):.1f} s, "
+                         f"median {statistics.median(times):.1f} s, "
                          f"max {max(times):.1f} s; wall {self.wall_s:.1f} s ({rate:.2f} assets/min)")
         for seed, res in sorted(self.failed.items()):
             lines.append(f"  seed {seed} failed after attempt {res.attempt}: {res.error} (log: {res.log})")
@@ -210,8 +211,9 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
             for res in backend.stop():
                 handle(res, stopping=True)
             for seed in list(in_flight):  # no result came back (should not happen): still record it
-                handle(JobResult(seed=seed, attempt=next_attempt[seed] - 1, status="interrupted", wall_s=0.0,
-                                 trial_dir=str(spec.trial_dir(seed)), log=str(spec.log_path(seed, next_attempt[seed] - 1))),
+                attempt = next_attempt[seed] - 1
+                handle(JobResult(seed=seed, attempt=attempt, status="interrupted", wall_s=0.0,
+                                 trial_dir=str(spec.trial_dir(seed)), log=str(spec.log_path(seed, attempt))),
                        stopping=True)
     finally:
         backend.close()

@@ -11,6 +11,9 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dreamdist.cli.batch import _HelpFormatter
+
+    parser.formatter_class = _HelpFormatter
     parser.add_argument("input", type=Path, help="threestudio's model.obj (its .mtl and texture next to it)")
     parser.add_argument("output", type=Path, help="GLB to write (LODs go next to it as NAME_LOD1.glb ...)")
     parser.add_argument("--up", default="+Z", help="the input's up axis, turned to glTF's +Y (threestudio: +Z)")
