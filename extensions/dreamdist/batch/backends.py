@@ -105,7 +105,7 @@ class RayBackend:
         try:
             import ray
         except ImportError as exc:
-            raise InputError("--backend ray needs Ray: pip install 'ray[default]>=2.9' "
+            raise InputError("--backend ray needs Ray: pip install 'ray>=2.9' "
                              f"(in the environment that runs dreamdist) ({exc})") from exc
         self.ray = ray
         self.spec = spec

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import sys
 import threading
 import time
@@ -195,8 +196,8 @@ def build_spec(threestudio: str | Path, config: str, distributions: Sequence[str
     if out_path.exists() and not out_path.is_dir():
         raise InputError(f"--out {out}: exists and is not a folder")
     py = python or sys.executable
-    if os.sep in py and not Path(py).is_file():
-        raise InputError(f"--python {py}: no such file (the Python of threestudio's environment)")
+    if not (Path(py).is_file() if os.sep in py else shutil.which(py)):
+        raise InputError(f"--python {py}: no such program (the Python of threestudio's environment)")
     if glb.lods < 1 or (glb.max_faces is not None and glb.max_faces < 4):
         raise InputError("--lods must be >= 1 and --max-faces >= 4")
     if glb.height is not None and not glb.height > 0:

@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             import ray  # noqa: F401
         except ImportError as exc:
-            raise InputError(f"--backend ray needs Ray: pip install 'ray[default]>=2.9' ({exc})") from exc
+            raise InputError(f"--backend ray needs Ray: pip install 'ray>=2.9' ({exc})") from exc
     if args.dry_run:
         return dry_run(spec, seeds, gpus)
 
