@@ -39,4 +39,11 @@ fi
 
 "${PIP[@]}" -r requirements.txt
 "${PIP[@]}" --no-deps -e .
+# Optional: the Khronos glTF validator for the mesh-export test (skipped with a reason without npm).
+if command -v npm >/dev/null 2>&1; then
+  [[ -d node_modules/gltf-validator ]] || npm install --no-save --no-package-lock --no-audit --no-fund --prefix . gltf-validator >/dev/null 2>&1 \
+    || echo "setup: could not install gltf-validator; its test will skip"
+else
+  echo "setup: npm not found, glTF validator test will skip"
+fi
 echo "setup: done ($("$PY" -c 'import dreamdist, torch; print("dreamdist", dreamdist.__version__, "torch", torch.__version__)'))"
