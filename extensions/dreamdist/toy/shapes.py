@@ -2,8 +2,9 @@
 
 Every image is one of ``SHAPES`` in one of ``COLOURS`` on one of ``BACKGROUNDS``, with a random size
 and position and a little colour jitter, drawn anti-aliased (4x supersampling) at 32x32. All words
-are in the tiny tokenizer's vocabulary (``dreamdist.tiny_model.TINY_WORDS``), so captions such as
-"a red square on a grey background" tokenize to whole words.
+are in the tiny tokenizer's word list (``dreamdist.tiny_model.TINY_WORDS``). (That tokenizer's merge
+ranks currently split some listed words, e.g. "green", "grey", "triangle", "background", into a few
+pieces; the toy model was trained with exactly the tokenizer it ships, so this only costs tokens.)
 
 Everything is a pure function of a seed (``numpy.random.Generator``), so data sets are reproducible.
 """

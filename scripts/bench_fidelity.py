@@ -1,0 +1,243 @@
+#!/usr/bin/env python
+"""Fidelity benchmark: does a learned prompt distribution capture what its reference images share
+and how they vary? Run on the shipped toy model (``extensions/dreamdist/toy_model``), with reference
+sets drawn by the toy generator and every sample labelled by the rule-based toy classifier.
+
+1. two modes: 6 red squares + 6 blue circles. A distribution (K=8, M=2) against a single learned
+   prompt (K=1, no orthogonality loss: textual-inversion-like). Share of each mode, out-of-set share
+   (anything else, unrecognised shapes included), coverage (both modes >= 20%).
+2. gamma 0 / 1 / 2 on the same distribution: mode shares, out-of-set share, pixel diversity.
+3. mixing a red-square-only distribution with a blue-circle-only one, blue weight 0 .. 1 (eq. 7).
+4. text-guided editing: the red-square distribution re-encoded in templates asking for blue.
+
+Training and sampling are the project's own (``dreamdist.train.train_distribution``,
+``dreamdist.sampling.Sampler``); this script only draws the data, calls them and counts.
+Prints one table (markdown); ``--json`` also writes every number.
+
+    nice -n 19 python scripts/bench_fidelity.py                       # the full benchmark
+    python scripts/bench_fidelity.py --train-steps 2 --samples 2 --sample-steps 2   # smoke test
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "extensions"))
+
+from dreamdist.toy import toy_model_path  # noqa: E402
+from dreamdist.toy.classify import classify  # noqa: E402
+from dreamdist.toy.shapes import ToySpec, random_spec, save_reference_set  # noqa: E402
+
+MODE_A = ("red", "square")
+MODE_B = ("blue", "circle")
+MIX_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+GAMMAS = (0.0, 1.0, 2.0)
+EDIT_TEMPLATES = ("blue {}", "{} blue", "a blue {}")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def reference_specs(colour: str, shape: str, n: int, seed: int) -> list[ToySpec]:
+    """``n`` images of one colour and shape, random background, size and position."""
+    rng = np.random.default_rng(seed)
+    return [random_spec(rng, shapes=(shape,), colours=(colour,)) for _ in range(n)]
+
+
+def write_sets(root: Path, per_mode: int, single_set: int, seed: int) -> dict[str, Path]:
+    sets = {
+        "two_mode": reference_specs(*MODE_A, per_mode, seed) + reference_specs(*MODE_B, per_mode, seed + 1),
+        "red_square": reference_specs(*MODE_A, single_set, seed + 2),
+        "blue_circle": reference_specs(*MODE_B, single_set, seed + 3),
+    }
+    return {name: (save_reference_set(root / name, specs, seed=seed + 10 + i), root / name)[1]
+            for i, (name, specs) in enumerate(sets.items())}
+
+
+# --------------------------------------------------------------------------- counting
+
+
+def labels_of(images) -> list[tuple[str, str]]:
+    out = []
+    for image in images:
+        label = classify(image)
+        out.append((label.colour, label.shape))
+    return out
+
+
+def diversity(images) -> float:
+    """Mean pairwise RMS pixel distance in [0, 1] (0: all images identical)."""
+    x = np.stack([np.asarray(im, dtype=np.float32).reshape(-1) / 255 for im in images])
+    if len(x) < 2:
+        return 0.0
+    sq = (x * x).sum(1)
+    d2 = np.maximum(sq[:, None] + sq[None, :] - 2 * x @ x.T, 0) / x.shape[1]
+    iu = np.triu_indices(len(x), 1)
+    return float(np.sqrt(d2[iu]).mean())
+
+
+def summarise(images, new_colour: str | None = None) -> dict:
+    labels = labels_of(images)
+    n = max(1, len(labels))
+    a = sum(lab == MODE_A for lab in labels) / n
+    b = sum(lab == MODE_B for lab in labels) / n
+    row = {
+        "n": len(labels),
+        "red_square": a,
+        "blue_circle": b,
+        "out_of_set": 1 - a - b,
+        "coverage": bool(a >= 0.2 and b >= 0.2),
+        "red": sum(c == "red" for c, _ in labels) / n,
+        "blue": sum(c == "blue" for c, _ in labels) / n,
+        "recognised": sum(c not in ("none", "other") and s not in ("none", "unknown") for c, s in labels) / n,
+        "diversity": diversity(images),
+    }
+    if new_colour:
+        row["new_colour"] = sum(c == new_colour for c, _ in labels) / n
+    return row
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(pipe, images_dir: Path, out: Path, k: int, args, ortho: bool = True, log=print) -> Path:
+    from dreamdist.train import TrainConfig, train_distribution
+
+    config = TrainConfig(
+        num_prompts=k,
+        num_tokens=args.tokens,
+        samples=args.train_samples,
+        ortho_weight=5e-3 if ortho else 0.0,
+        steps=args.train_steps,
+        lr=args.lr,
+        batch_size=args.train_batch,
+        template=args.template,
+        seed=args.seed,
+        checkpoint_every=0,
+    )
+    began = time.time()
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # K = 1 warns that it learns a single prompt: that is the point here
+        result = train_distribution(images_dir, pipe, out, config, device="cpu", checkpoint=False,
+                                    log_csv=False, progress=False, overwrite=True)
+    losses = result.diffusion_losses
+    tail = float(np.mean(losses[-20:])) if losses else float("nan")
+    log(f"  trained {out.name}: K={k} M={args.tokens}, {args.train_steps} steps in {time.time() - began:.0f}s "
+        f"(last diffusion loss {tail:.4f})")
+    return out
+
+
+# --------------------------------------------------------------------------- main
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default=None, help="default: the shipped toy model")
+    p.add_argument("--train-steps", type=int, default=300)
+    p.add_argument("--tokens", type=int, default=2, help="M learned tokens per prompt")
+    p.add_argument("--prompts", type=int, default=8, help="K prompts of the distributions")
+    p.add_argument("--train-samples", type=int, default=4, help="S samples per image per step")
+    p.add_argument("--train-batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--template", default="{}", help="training template")
+    p.add_argument("--per-mode", type=int, default=6, help="images per mode in the two-mode set")
+    p.add_argument("--single-set", type=int, default=8, help="images in each one-mode set (for mixing/editing)")
+    p.add_argument("--samples", type=int, default=64, help="images sampled per row")
+    p.add_argument("--sample-steps", type=int, default=25)
+    p.add_argument("--guidance", type=float, default=5.0)
+    p.add_argument("--batch-size", type=int, default=16, help="images per pipeline call")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--work-dir", type=Path, default=None, help="keep reference sets and distributions here")
+    p.add_argument("--json", type=Path, default=None, help="also write all numbers to this JSON file")
+    return p.parse_args(argv)
+
+
+def fmt(x: float) -> str:
+    return f"{100 * x:.0f}%"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from dreamdist.quiet import quiet_libraries
+    from dreamdist.sampling import RenderSettings, Sampler
+
+    quiet_libraries()
+    model = str(args.model or toy_model_path())
+    began = time.time()
+    sampler = Sampler.load(model, device="cpu")
+    settings = RenderSettings(steps=args.sample_steps, guidance_scale=args.guidance,
+                              batch_size=min(args.batch_size, args.samples))
+    seeds = list(range(10_000, 10_000 + args.samples))
+
+    def sample(gaussian, gamma: float = 1.0) -> list:
+        with torch.no_grad():
+            return sampler.images(gaussian, seeds, gamma, settings)
+
+    with contextlib.ExitStack() as stack:
+        work = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fidelity-")))
+        work.mkdir(parents=True, exist_ok=True)
+        print(f"model {model}; {args.samples} samples per row, {args.sample_steps} DDIM steps, guidance "
+              f"{args.guidance}; training {args.train_steps} steps, M={args.tokens}, S={args.train_samples}, "
+              f"batch {args.train_batch}, template {args.template!r}", flush=True)
+        sets = write_sets(work / "refs", args.per_mode, args.single_set, args.seed)
+        files = {
+            "dist": train(sampler.pipe, sets["two_mode"], work / "two_mode_k8.safetensors", args.prompts, args),
+            "single": train(sampler.pipe, sets["two_mode"], work / "two_mode_k1.safetensors", 1, args, ortho=False),
+            "red": train(sampler.pipe, sets["red_square"], work / "red_square_k8.safetensors", args.prompts, args),
+            "blue": train(sampler.pipe, sets["blue_circle"], work / "blue_circle_k8.safetensors", args.prompts, args),
+        }
+        rows: list[tuple[str, str, dict]] = []
+
+        def run(section: str, setting: str, gaussian, gamma: float = 1.0, new_colour: str | None = None) -> None:
+            t = time.time()
+            row = summarise(sample(gaussian, gamma), new_colour)
+            rows.append((section, setting, row))
+            print(f"  {section} | {setting}: red square {fmt(row['red_square'])}, blue circle "
+                  f"{fmt(row['blue_circle'])}, out-of-set {fmt(row['out_of_set'])} ({time.time() - t:.0f}s)", flush=True)
+
+        dist = sampler.distribution([files["dist"]])
+        single = sampler.distribution([files["single"]])
+        run("1 two modes", f"distribution K={args.prompts}", dist.gaussian())
+        run("1 two modes", "single prompt K=1", single.gaussian())
+        for g in GAMMAS:
+            run("2 gamma", f"K={args.prompts}, gamma {g:g}", dist.gaussian(), gamma=g)
+        for w in MIX_WEIGHTS:
+            mixed = sampler.distribution([files["red"], files["blue"]], weights=[1 - w, w])
+            run("3 mix", f"red sq {1 - w:g} + blue circ {w:g}", mixed.gaussian())
+        red = sampler.distribution([files["red"]])
+        run("4 edit", f"red-square dist, {args.template!r} (as trained)", red.gaussian(), new_colour="blue")
+        for template in EDIT_TEMPLATES:
+            run("4 edit", f"red-square dist, {template!r}", red.gaussian(template), new_colour="blue")
+
+    print()
+    print("| section | setting | red square | blue circle | out-of-set | coverage | blue (any shape) | diversity |")
+    print("|---|---|---|---|---|---|---|---|")
+    for section, setting, row in rows:
+        cover = "yes" if row["coverage"] else "no"
+        print(f"| {section} | {setting} | {fmt(row['red_square'])} | {fmt(row['blue_circle'])} | "
+              f"{fmt(row['out_of_set'])} | {cover} | {fmt(row['blue'])} | {row['diversity']:.3f} |")
+    print(f"\n{args.samples} samples per row; total {time.time() - began:.0f}s")
+    if args.json:
+        payload = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                   "rows": [{"section": s, "setting": st, **r} for s, st, r in rows]}
+        args.json.write_text(json.dumps(payload, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
