@@ -15,6 +15,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from dreamdist.cli import main
+from dreamdist.compat import cpu_autocast_supports
 from dreamdist.distfile import load_distribution
 from dreamdist.errors import DreamdistError, InputError
 from dreamdist.prompts import PromptSet
@@ -383,6 +384,11 @@ def test_half_precision_autocast_paths(precision, tiny_model_dir, images, tmp_pa
     """The CUDA code paths, run on CPU: half-precision weights under autocast, fp32 learned vectors,
     and for fp16 the GradScaler (loss scaling, unscale before clipping, skipped inf steps)."""
     config = replace(SMALL, steps=3, precision=precision)
+    if not cpu_autocast_supports(torch.float16 if precision == "fp16" else torch.bfloat16):  # torch 2.0: bf16 only
+        with pytest.raises(InputError, match=f"precision {precision} on the CPU needs a newer torch"):
+            train_distribution(images, tiny_model_dir, tmp_path / "h.safetensors", config, device="cpu")
+        assert not (tmp_path / "h.safetensors").exists()
+        return
     result = train_distribution(images, tiny_model_dir, tmp_path / "h.safetensors", config, device="cpu",
                                 progress=False)
     assert result.finished and all(math.isfinite(x) for x in result.diffusion_losses)

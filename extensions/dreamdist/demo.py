@@ -39,12 +39,16 @@ def free_out_dir(out: Path) -> Path:
 
 
 def default_model() -> Path:
-    """The shipped toy model when present, else the random-weight tiny model (built once)."""
-    from dreamdist.toy import toy_model_path
+    """The shipped toy model where this diffusers can load it, else the random-weight tiny model
+    (built once)."""
+    from dreamdist.compat import loads_vae_without_mid_attention
     from dreamdist.tiny_model import default_tiny_model
+    from dreamdist.toy import toy_model_path
 
     toy = toy_model_path()
-    return toy if (toy / "model_index.json").exists() else default_tiny_model("epsilon")
+    if (toy / "model_index.json").exists() and loads_vae_without_mid_attention():
+        return toy
+    return default_tiny_model("epsilon")
 
 
 def write_references(folder: Path, shapes: tuple[str, ...], colour: str, count: int, seed: int) -> None:

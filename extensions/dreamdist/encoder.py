@@ -55,8 +55,10 @@ class SoftPromptEncoder:
         """Load ``tokenizer/`` and ``text_encoder/`` of a diffusers model folder or hub id."""
         from transformers import CLIPTextModel, CLIPTokenizer
 
+        from dreamdist.compat import transformers_dtype_kwargs
+
         tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
-        text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", dtype=dtype)
+        text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", **transformers_dtype_kwargs(dtype))
         if device is not None:
             text_encoder = text_encoder.to(device)
         return cls(tokenizer, text_encoder)

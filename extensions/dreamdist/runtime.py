@@ -7,6 +7,7 @@ from typing import Literal
 
 import torch
 
+from dreamdist.compat import cpu_autocast_supports, no_pipeline_loading_bar
 from dreamdist.encoder import SoftPromptEncoder
 from dreamdist.errors import InputError
 
@@ -31,7 +32,11 @@ def resolve_dtype(precision: str, device: torch.device, auto_cuda: str = "fp16")
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "auto":
         precision = auto_cuda if device.type == "cuda" else "fp32"
-    return _DTYPES[precision]
+    dtype = _DTYPES[precision]
+    if device.type == "cpu" and dtype != torch.float32 and not cpu_autocast_supports(dtype):
+        raise InputError(f"precision {precision} on the CPU needs a newer torch than {torch.__version__}; "
+                         "use fp32 or bf16 there")
+    return dtype
 
 
 def load_pipeline(model: str | os.PathLike, device: torch.device, dtype: torch.dtype = torch.float32):
@@ -40,9 +45,10 @@ def load_pipeline(model: str | os.PathLike, device: torch.device, dtype: torch.d
     from diffusers import DiffusionPipeline
 
     try:
-        pipe = DiffusionPipeline.from_pretrained(
-            model, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
-        )
+        with no_pipeline_loading_bar():
+            pipe = DiffusionPipeline.from_pretrained(
+                model, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+            )
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot load model {model!r}: {exc}".splitlines()[0]) from None
     pipe.set_progress_bar_config(disable=True)

@@ -45,6 +45,7 @@ import torch
 import torch.nn.functional as F
 
 from dreamdist.atomic import atomic_path, atomic_write_text
+from dreamdist.compat import autocast, grad_scaler
 from dreamdist.distfile import DistributionFile, Fingerprint, save_distribution
 from dreamdist.encoder import SoftPromptEncoder
 from dreamdist.errors import DreamdistError, InputError
@@ -477,8 +478,7 @@ class Trainer:
         return mean, std
 
     def _autocast(self):
-        enabled = self.dtype != torch.float32
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype, enabled=enabled)
+        return autocast(self.device.type, self.dtype)
 
     # ---- one step
 
@@ -691,7 +691,7 @@ class Trainer:
         # state: fresh or from the checkpoint
         self.prompts = PromptSet(cfg.num_prompts, cfg.num_tokens, self.encoder.token_dim, seed=cfg.seed).to(self.device)
         self.optimizer = torch.optim.AdamW(self.prompts.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scaler = torch.amp.GradScaler(self.device.type) if self.dtype == torch.float16 else None
+        self.scaler = grad_scaler(self.device.type) if self.dtype == torch.float16 else None
         self.generator = torch.Generator(device="cpu").manual_seed(_stream_seed(cfg.seed, "train"))
         self._queue = torch.zeros(0, dtype=torch.long)
         start, elapsed0 = 0, 0.0
