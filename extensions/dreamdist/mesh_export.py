@@ -1,13 +1,21 @@
 """threestudio mesh export (OBJ + MTL + texture, or OBJ with vertex colours) -> game-ready GLB.
 
+threestudio's mesh-exporter writes one of: OBJ + MTL + baked texture (fmt=obj-mtl, the default), an OBJ
+with per-vertex albedo and xatlas UVs (fmt=obj), or per-vertex albedo only (fmt=obj, save_uv=false).
+The colour is kept in every case: the texture is embedded; vertex colours become COLOR_0, converted
+from the sRGB values threestudio writes to the linear values glTF defines (engines read COLOR_0 as
+linear: copied sRGB values would render washed out), stored as 16-bit so dark tones do not band. We
+never write a plain white material when the input had colour: that is refused or warned about in one
+line.
+
 Game engines (Unity, Unreal, Godot, Blender's glTF importer) expect glTF's conventions: +Y up,
 metres, front facing +Z, and an origin they can drop on the floor. threestudio writes its meshes
 Z-up in scene units with the object's front (azimuth 0) towards +X and the origin at the scene
 centre, so we rotate, optionally scale to a height, and move the origin to the bottom centre.
 
-Also here: quadric decimation to a face budget (fast-simplification) that keeps UVs, LOD chains,
-vertex normals computed across UV seams (so seams don't show in shading), the original texture bytes
-embedded untouched (trimesh would re-encode a JPEG at quality 75), a non-metallic PBR material
+Also here: quadric decimation to a face budget (fast-simplification) that keeps UVs and vertex
+colours, LOD chains, vertex normals computed across UV seams (so seams don't show in shading), the
+original texture bytes embedded untouched (trimesh would re-encode a JPEG at quality 75), a non-metallic PBR material
 (glTF's default metallicFactor is 1, which renders threestudio's diffuse albedo dark and shiny),
 and atomic writes.
 """
@@ -55,6 +63,7 @@ class ExportReport:
     watertight: bool
     texture: str
     lods: list[LodReport]
+    warnings: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def size(self) -> list[float]:
@@ -75,6 +84,7 @@ class ExportReport:
             f"watertight {'yes' if self.watertight else 'no'}",
             f"texture    {self.texture}",
         ]
+        lines += [f"warning    {w}" for w in self.warnings]
         if len(self.lods) > 1:
             for i, lod in enumerate(self.lods):
                 lines.append(f"LOD{i}       {lod.faces} faces, {lod.vertices} vertices, {lod.bytes} bytes  {lod.path}")
@@ -99,17 +109,21 @@ def lod_paths(glb_path: str | Path, lods: int) -> list[Path]:
     return [glb_path] + [glb_path.with_name(f"{glb_path.stem}_LOD{i}{glb_path.suffix}") for i in range(1, lods)]
 
 
-def _material_texture(obj_path: Path) -> Path | None:
-    """The diffuse texture the OBJ's MTL names, checked to exist, so a missing file is one clear error
-    instead of trimesh's silent white mesh."""
+@dataclasses.dataclass
+class _Mtl:
+    texture: Path | None = None  # the diffuse texture (map_Kd), checked to exist
+    kd: tuple[float, float, float] | None = None  # the diffuse colour (Kd); used only without a texture
+
+
+def _read_mtl(obj_path: Path) -> _Mtl:
+    """The diffuse texture / colour of the OBJ's MTL, read here so a missing file is one clear error
+    instead of trimesh's silent white mesh, and so a plain Kd colour is not lost either."""
     mtl_names: list[str] = []
     with open(obj_path, "r", encoding="utf-8", errors="replace") as fh:
         for line in fh:
             if line.startswith("mtllib"):
                 mtl_names.append(line.split(None, 1)[1].strip())
-            elif line.startswith(("v ", "f ")):
-                continue
-    texture: Path | None = None
+    found = _Mtl()
     for name in mtl_names:
         mtl = obj_path.parent / name
         if not mtl.is_file():
@@ -123,14 +137,49 @@ def _material_texture(obj_path: Path) -> Path | None:
                     raise InputError(f"{mtl}: texture {m.group(1).strip()!r} is missing (expected {tex}); "
                                      "copy it next to the OBJ, or export with vertex colours "
                                      "(system.exporter.fmt=obj)")
-                texture = texture or tex
-    return texture
+                found.texture = found.texture or tex
+            m = re.match(r"\s*Kd\s+(\S+)\s+(\S+)\s+(\S+)", line)
+            if m and found.kd is None:
+                try:
+                    found.kd = tuple(min(max(float(x), 0.0), 1.0) for x in m.groups())  # type: ignore[assignment]
+                except ValueError:
+                    pass
+    return found
+
+
+def _vertex_colours(mesh) -> np.ndarray | None:
+    """The OBJ's per-vertex colours ("v x y z r g b") as sRGB floats in 0..1, or None. trimesh keeps
+    them as visual.vertex_colors (uint8) when the OBJ has no UVs, but in vertex_attributes['color']
+    (floats) next to a texture visual when it has UVs -- threestudio's fmt=obj default."""
+    if mesh.visual.kind == "vertex":
+        return np.asarray(mesh.visual.vertex_colors, dtype=np.float64)[:, :3] / 255.0
+    for attrs in (mesh.vertex_attributes, getattr(mesh.visual, "vertex_attributes", None) or {}):
+        colours = attrs.get("color")
+        if colours is None or len(colours) != len(mesh.vertices) or np.ndim(colours) != 2:
+            continue
+        colours = np.asarray(colours)
+        values = colours[:, :3].astype(np.float64)
+        if colours.dtype.kind in "iu" or values.max(initial=0) > 1.0:
+            values = values / 255.0
+        return np.clip(values, 0.0, 1.0)
+    return None
+
+
+def srgb_to_linear(c: np.ndarray) -> np.ndarray:
+    """sRGB-encoded values (what threestudio's albedo and every image holds) to glTF's linear COLOR_0."""
+    c = np.asarray(c, dtype=np.float64)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
+def linear_to_srgb(c: np.ndarray) -> np.ndarray:
+    c = np.clip(np.asarray(c, dtype=np.float64), 0.0, 1.0)
+    return np.where(c <= 0.0031308, c * 12.92, 1.055 * c ** (1 / 2.4) - 0.055)
 
 
 def _load(obj_path: Path):
     import trimesh
 
-    texture_file = _material_texture(obj_path)
+    mtl = _read_mtl(obj_path)
     try:
         mesh = trimesh.load(obj_path, force="mesh", process=False)
     except Exception as exc:  # noqa: BLE001 - any parser failure is a bad input file
@@ -139,7 +188,7 @@ def _load(obj_path: Path):
         raise InputError(f"{obj_path}: the mesh is empty (no faces); threestudio found no surface - check "
                          "the training run, or lower system.geometry.isosurface_threshold before exporting")
     mesh.remove_unreferenced_vertices()
-    return mesh, texture_file
+    return mesh, mtl
 
 
 # ------------------------------------------------------------------------------------- transforms
@@ -293,54 +342,146 @@ def _pbr_material(image):
                        metallicFactor=0.0, roughnessFactor=1.0)
 
 
-def _build_mesh(vertices, faces, interp, base, image):
-    import trimesh
-    from trimesh.visual import ColorVisuals, TextureVisuals
+@dataclasses.dataclass
+class _Colour:
+    """Where the GLB's colour comes from: at most one source, since glTF multiplies COLOR_0 into the
+    base colour texture (using both would darken the asset)."""
 
-    src_faces = np.asarray(base.faces)
+    image: Any = None  # the base colour texture (PIL image), mapped by the OBJ's UVs
+    texture_bytes: bytes | None = None  # its file, embedded as-is (None: let trimesh encode a PNG)
+    texture_mime: str | None = None
+    vertex: np.ndarray | None = None  # sRGB colour per loaded vertex, 0..1
+    factor: tuple[float, float, float] | None = None  # a plain MTL Kd colour
+    desc: str = "none (plain white material)"
+    warnings: list[str] = dataclasses.field(default_factory=list)
+
+
+def _choose_colour(obj_path: Path, base, mtl: _Mtl) -> _Colour:
+    """Pick the GLB's colour from what the OBJ has; refuse rather than write white when colour exists
+    but cannot be carried over."""
+    uv = getattr(base.visual, "uv", None)
+    has_uv = uv is not None and len(uv) == len(base.vertices)
+    vertex = _vertex_colours(base)
+    colour = _Colour()
+    if mtl.texture is not None and not has_uv:
+        if vertex is None:
+            raise InputError(f"{obj_path}: its material's texture {mtl.texture.name!r} cannot be mapped: the OBJ "
+                             "has no UVs (vt lines); re-export with system.exporter.save_uv=true")
+        colour.warnings.append(f"texture {mtl.texture.name} not used: {obj_path.name} has no UVs (vt lines); "
+                               "the GLB uses its vertex colours")
+    elif mtl.texture is not None:
+        material = getattr(base.visual, "material", None)
+        image = getattr(material, "image", None) or getattr(material, "baseColorTexture", None)
+        if image is None:  # trimesh could not decode it: try once more, else refuse (never white)
+            from PIL import Image
+
+            try:
+                image = Image.open(mtl.texture)
+                image.load()
+            except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad input file
+                raise InputError(f"{mtl.texture}: could not be read as an image ({type(exc).__name__}); "
+                                 "export the texture as jpg or png (system.exporter.texture_format)") from exc
+        fmt = (image.format or "").upper()
+        colour.image = image
+        colour.texture_mime = {"JPEG": "image/jpeg", "PNG": "image/png"}.get(fmt)
+        if colour.texture_mime is not None:  # other formats: let trimesh convert to PNG
+            colour.texture_bytes = mtl.texture.read_bytes()
+        colour.desc = f"{image.size[0]}x{image.size[1]} {fmt.lower() or 'image'} ({mtl.texture.name}), embedded"
+        if vertex is not None:
+            colour.desc += "; the OBJ's vertex colours are not used"
+            colour.warnings.append(f"{obj_path.name} has both a texture ({mtl.texture.name}) and vertex colours; "
+                                   "the GLB uses the texture")
+        return colour
+    if vertex is not None:
+        colour.vertex = vertex
+        colour.desc = "vertex colours (COLOR_0: sRGB -> linear, 16-bit)"
+    elif mtl.kd is not None and mtl.kd != (1.0, 1.0, 1.0):
+        colour.factor = mtl.kd
+        colour.desc = "material colour Kd {:.4g} {:.4g} {:.4g} (baseColorFactor)".format(*mtl.kd)
+    return colour
+
+
+def _weld(vertices: np.ndarray, faces: np.ndarray, rgb: np.ndarray | None):
+    """Merge the vertex copies the OBJ loader split at UV seams (same position, same colour), in file
+    order: without a texture the UVs are not written, and a welded surface decimates across seams."""
+    key = vertices if rgb is None else np.concatenate([vertices, rgb], axis=1)
+    _, first, inverse = np.unique(key, axis=0, return_index=True, return_inverse=True)
+    if len(first) == len(vertices):
+        return vertices, faces, rgb
+    order = np.argsort(first)
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    keep = first[order]
+    return vertices[keep], rank[inverse.reshape(-1)][faces], None if rgb is None else rgb[keep]
+
+
+def _build_mesh(vertices, faces, interp, src_faces, uv, rgb, image):
+    """The output mesh and its sRGB vertex colours; UVs and colours are interpolated at decimated
+    vertices' source surface points."""
+    import trimesh
+    from trimesh.visual import TextureVisuals
+
     visual = None
-    if image is not None and getattr(base.visual, "uv", None) is not None:
-        uv = _interpolate(np.asarray(base.visual.uv, dtype=np.float64), src_faces, interp)
-        visual = TextureVisuals(uv=uv, material=_pbr_material(image))
-    elif base.visual.kind == "vertex":
-        colors = _interpolate(np.asarray(base.visual.vertex_colors), src_faces, interp)
-        visual = ColorVisuals(vertex_colors=np.clip(np.round(colors), 0, 255).astype(np.uint8))
+    if uv is not None:
+        visual = TextureVisuals(uv=_interpolate(uv, src_faces, interp), material=_pbr_material(image))
+    if rgb is not None:
+        rgb = np.clip(_interpolate(rgb, src_faces, interp), 0.0, 1.0)
     mesh = trimesh.Trimesh(vertices=vertices, faces=faces, visual=visual, process=False)
     mesh.vertex_normals = seam_aware_normals(vertices, faces)
-    return mesh
+    return mesh, rgb
 
 
 def _pad4(data: bytes) -> bytes:
     return data + b"\x00" * (-len(data) % 4)
 
 
-def _glb_bytes(mesh, name: str, texture_bytes: bytes | None, texture_mime: str | None, extras: dict) -> bytes:
+def _glb_bytes(mesh, name: str, colour: _Colour, rgb: np.ndarray | None, extras: dict) -> bytes:
     import trimesh
     from trimesh.exchange.gltf import export_glb
 
     scene = trimesh.Scene()
     scene.add_geometry(mesh, geom_name=name, node_name=name)
 
-    def swap_texture(buffer_items, tree) -> None:
+    def add_buffers(buffer_items, tree) -> None:
         # embed the source texture file as-is instead of trimesh's re-encoded copy
-        if texture_bytes is None or not tree.get("images"):
+        if colour.texture_bytes is not None and tree.get("images"):
+            image = tree["images"][0]
+            keys = list(buffer_items.keys())
+            buffer_items[keys[image["bufferView"]]] = _pad4(colour.texture_bytes)
+            image["mimeType"] = colour.texture_mime
+        if rgb is None:
             return
-        image = tree["images"][0]
-        keys = list(buffer_items.keys())
-        buffer_items[keys[image["bufferView"]]] = _pad4(texture_bytes)
-        image["mimeType"] = texture_mime
+        # COLOR_0 is linear in glTF; 16-bit so the sRGB -> linear step keeps dark tones (VEC4: glTF wants
+        # vertex attributes 4-byte aligned)
+        linear = np.round(srgb_to_linear(rgb) * 65535)
+        data = np.concatenate([linear, np.full((len(linear), 1), 65535.0)], axis=1).astype("<u2")
+        key = "dreamdist:COLOR_0"
+        buffer_items[key] = _pad4(data.tobytes())
+        accessor = {"bufferView": list(buffer_items.keys()).index(key), "byteOffset": 0, "componentType": 5123,
+                    "normalized": True, "count": len(data), "type": "VEC4"}
+        accessors = tree["accessors"]
+        if isinstance(accessors, dict):
+            accessors[key] = accessor
+        else:
+            accessors.append(accessor)
+        for m in tree.get("meshes", []):
+            for prim in m.get("primitives", []):
+                prim["attributes"]["COLOR_0"] = len(accessors) - 1
 
     def finish_tree(tree) -> None:
         tree.setdefault("asset", {})["generator"] = f"dreamdist (trimesh {trimesh.__version__})"
         tree["asset"]["extras"] = extras
+        factor = [*colour.factor, 1.0] if colour.factor is not None else [1.0, 1.0, 1.0, 1.0]
+        materials = tree.setdefault("materials", [])
+        for material in materials:
+            material.setdefault("pbrMetallicRoughness", {})["baseColorFactor"] = factor
         # a primitive with no material gets glTF's default (metallicFactor 1): give untextured
         # (e.g. vertex-coloured) meshes a plain non-metallic one instead
-        materials = tree.setdefault("materials", [])
         for m in tree.get("meshes", []):
             for prim in m.get("primitives", []):
                 if "material" not in prim:
                     materials.append({"name": "plain", "pbrMetallicRoughness": {
-                        "baseColorFactor": [1, 1, 1, 1], "metallicFactor": 0.0, "roughnessFactor": 1.0}})
+                        "baseColorFactor": factor, "metallicFactor": 0.0, "roughnessFactor": 1.0}})
                     prim["material"] = len(materials) - 1
         if not materials:
             tree.pop("materials")
@@ -353,7 +494,7 @@ def _glb_bytes(mesh, name: str, texture_bytes: bytes | None, texture_mime: str |
                 if "indices" in prim:
                     views[accessors[prim["indices"]]["bufferView"]]["target"] = 34963  # ELEMENT_ARRAY_BUFFER
 
-    return export_glb(scene, include_normals=True, buffer_postprocessor=swap_texture,
+    return export_glb(scene, include_normals=True, buffer_postprocessor=add_buffers,
                       tree_postprocessor=finish_tree)
 
 
@@ -365,7 +506,8 @@ def export_mesh(obj_path: str | Path, glb_path: str | Path, up: str = THREESTUDI
     up: the source's up axis (threestudio: +Z). front: the source's front axis, turned to glTF's +Z
     (threestudio: +X); None turns only the up axis. height: scale uniformly so the asset is this tall
     in metres (None keeps scene units as metres). max_faces: quadric-decimate LOD0 to this budget.
-    lods: also write NAME_LOD1.glb ... at halving face budgets.
+    lods: also write NAME_LOD1.glb ... at halving face budgets. Colour: the MTL's texture, else the
+    OBJ's vertex colours (COLOR_0), else a non-white MTL Kd; report.warnings says when one was dropped.
     """
     obj_path, glb_path = Path(obj_path), Path(glb_path)
     if origin not in ORIGINS:
@@ -389,7 +531,7 @@ def export_mesh(obj_path: str | Path, glb_path: str | Path, up: str = THREESTUDI
         if existing:
             raise InputError(f"{', '.join(existing)} already exists; pass --force to overwrite")
 
-    base, texture_file = _load(obj_path)
+    base, mtl = _load(obj_path)
     base.apply_transform(T)
     vertices = np.asarray(base.vertices, dtype=np.float64)
     extent_y = float(np.ptp(vertices[:, 1]))
@@ -400,20 +542,12 @@ def export_mesh(obj_path: str | Path, glb_path: str | Path, up: str = THREESTUDI
     vertices = vertices + _origin_shift(vertices, origin)
     faces = np.asarray(base.faces, dtype=np.int64)
 
-    image = texture_bytes = texture_mime = None
-    texture_desc = "none (plain white material)"
-    material = getattr(base.visual, "material", None)
-    if texture_file is not None and material is not None:
-        image = getattr(material, "image", None) or getattr(material, "baseColorTexture", None)
-    if image is not None:
-        texture_bytes = texture_file.read_bytes()
-        fmt = (image.format or "").upper()
-        texture_mime = {"JPEG": "image/jpeg", "PNG": "image/png"}.get(fmt)
-        if texture_mime is None:  # other formats: let trimesh convert to PNG
-            texture_bytes = None
-        texture_desc = f"{image.size[0]}x{image.size[1]} {fmt.lower() or 'image'} ({texture_file.name}), embedded"
-    elif base.visual.kind == "vertex":
-        texture_desc = "vertex colours (COLOR_0)"
+    colour = _choose_colour(obj_path, base, mtl)
+    uv, rgb = None, colour.vertex
+    if colour.image is not None:
+        uv = np.asarray(base.visual.uv, dtype=np.float64)
+    else:  # UVs with no texture would be unused data
+        vertices, faces, rgb = _weld(vertices, faces, rgb)
 
     budget0 = min(len(faces), max_faces) if max_faces else len(faces)
     extras = {"source": obj_path.name, "up": up, "front": front, "scale": scale, "origin": origin,
@@ -423,9 +557,9 @@ def export_mesh(obj_path: str | Path, glb_path: str | Path, up: str = THREESTUDI
     for i, target in enumerate(targets):
         budget = max(MIN_FACES, budget0 // (2 ** i))
         v, f, interp = decimate(vertices, faces, budget)
-        mesh = _build_mesh(v, f, interp, base, image)
+        mesh, v_rgb = _build_mesh(v, f, interp, faces, uv, rgb, colour.image)
         name = target.stem
-        data = _glb_bytes(mesh, name, texture_bytes, texture_mime, {**extras, "lod": i})
+        data = _glb_bytes(mesh, name, colour, v_rgb, {**extras, "lod": i})
         with atomic_path(target) as tmp:
             tmp.write_bytes(data)
         written.append(LodReport(str(target), len(v), len(f), len(data)))
@@ -435,7 +569,7 @@ def export_mesh(obj_path: str | Path, glb_path: str | Path, up: str = THREESTUDI
     return ExportReport(
         source=str(obj_path), path=str(glb_path), vertices=len(v0), faces=len(f0), source_faces=len(faces),
         bounds_min=[float(x) for x in v0.min(0)], bounds_max=[float(x) for x in v0.max(0)], scale=float(scale),
-        watertight=_watertight(v0, f0), texture=texture_desc, lods=written,
+        watertight=_watertight(v0, f0), texture=colour.desc, lods=written, warnings=colour.warnings,
     )
 
 

@@ -82,68 +82,6 @@ def load_config(path: str, extras: list[str], n_gpus: int):
     return cfg
 
 
-# ------------------------------------------------------------------------------------ mesh output
-
-
-def ellipsoid(seed: int, segments: tuple[int, int] = (48, 24)):
-    """A lat-long ellipsoid, Z up, off-centre, with a UV seam (split vertices) like xatlas output."""
-    import numpy as np
-
-    nu, nv = segments
-    u, v = np.meshgrid(np.linspace(0, 1, nu + 1), np.linspace(0, 1, nv + 1))
-    theta, phi = u * 2 * np.pi, v * np.pi
-    radii = np.array([0.3, 0.4, 0.6]) * (1 + 0.1 * (seed % 5))
-    pos = np.stack([radii[0] * np.sin(phi) * np.cos(theta), radii[1] * np.sin(phi) * np.sin(theta),
-                    -radii[2] * np.cos(phi)], -1).reshape(-1, 3) + np.array([0.1, -0.2, 0.3])
-    uv = np.stack([u, v], -1).reshape(-1, 2)
-    idx = np.arange((nu + 1) * (nv + 1)).reshape(nv + 1, nu + 1)
-    a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, 1:], idx[1:, :-1]
-    faces = np.concatenate([np.stack([a, b, c], -1).reshape(-1, 3), np.stack([a, c, d], -1).reshape(-1, 3)])
-    tri = pos[faces]
-    area = np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    return pos, uv, faces[area > 1e-12]
-
-
-def quadrant_texture(size: int = 64):
-    import numpy as np
-
-    img = np.zeros((size, size, 3), np.uint8)
-    h = size // 2
-    img[:h, :h], img[:h, h:], img[h:, :h], img[h:, h:] = [220, 30, 30], [30, 200, 30], [30, 30, 220], [230, 220, 40]
-    return img
-
-
-def write_mesh_export(folder: str | Path, seed: int = 0, fmt: str = "obj-mtl", texture_format: str = "jpg",
-                      texture_size: int = 64, empty: bool = False, segments: tuple[int, int] = (48, 24)) -> Path:
-    """Write model.obj (+ model.mtl + texture_kd.{fmt}) exactly as threestudio's SaverMixin.save_obj does."""
-    import numpy as np
-    from PIL import Image
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    pos, uv, faces = ellipsoid(seed, segments)
-    if empty:
-        faces = faces[:0]
-    obj = ""
-    if fmt == "obj-mtl":
-        obj += "mtllib model.mtl\ng object\nusemtl default\n"
-        mtl = "newmtl default\nKa 0.0 0.0 0.0\n"
-        mtl += f"map_Kd texture_kd.{texture_format}\nKs 0.0 0.0 0.0\n"
-        (folder / "model.mtl").write_text(mtl)
-        Image.fromarray(quadrant_texture(texture_size)).save(folder / f"texture_kd.{texture_format}")
-        obj += "".join(f"v {x} {y} {z}\n" for x, y, z in pos)
-        obj += "".join(f"vt {s} {1.0 - t}\n" for s, t in uv)
-        obj += "".join(f"f {i + 1}/{i + 1}/ {j + 1}/{j + 1}/ {k + 1}/{k + 1}/\n" for i, j, k in faces)
-    elif fmt == "obj":  # vertex colours: "v x y z r g b"
-        rgb = np.clip(pos - pos.min(0), 0, None) / np.ptp(pos, 0)
-        obj += "".join(f"v {x} {y} {z} {r} {g} {b}\n" for (x, y, z), (r, g, b) in zip(pos, rgb))
-        obj += "".join(f"f {i + 1}// {j + 1}// {k + 1}//\n" for i, j, k in faces)
-    else:
-        raise ValueError(f"Unsupported mesh export format: {fmt}")
-    (folder / "model.obj").write_text(obj)
-    return folder / "model.obj"
-
-
 # ------------------------------------------------------------------------------------------- main
 
 
@@ -214,10 +152,21 @@ def main(args: argparse.Namespace, extras: list[str]) -> int:
             return 1
         step = json.loads(Path(cfg.resume).read_text())["global_step"]
         _sleep(float(os.environ.get("STANDIN_LAUNCH_EXPORT_SECONDS", "0.05")), "exporting")
-        fmt = OmegaConf.select(cfg, "system.exporter.fmt", default="obj-mtl")
-        texture_format = OmegaConf.select(cfg, "system.exporter.texture_format", default="jpg")
-        out = write_mesh_export(trial / "save" / f"it{step}-export", seed=int(cfg.seed), fmt=fmt,
-                                texture_format=texture_format,
+        # mesh_exporter.py sits next to this file; tests that copy launch.py alone into a fake threestudio
+        # root find it in the checkout the (editable) dreamdist install comes from
+        folder = Path(__file__).resolve().parent
+        if not (folder / "mesh_exporter.py").is_file():
+            import dreamdist
+
+            folder = Path(dreamdist.__file__).resolve().parents[2] / "tests" / "standin_threestudio_launch"
+        sys.path.insert(0, str(folder))
+        from mesh_exporter import write_mesh_export
+
+        # mesh-exporter's Config defaults (threestudio v0.2.3); texture_size stays the stand-in's small one
+        settings = {key: OmegaConf.select(cfg, f"system.exporter.{key}", default=default) for key, default in
+                    (("fmt", "obj-mtl"), ("save_name", "model"), ("save_normal", False), ("save_uv", True),
+                     ("save_texture", True), ("texture_format", "jpg"))}
+        out = write_mesh_export(trial / "save" / f"it{step}-export", seed=int(cfg.seed), **settings,
                                 empty=os.environ.get("STANDIN_LAUNCH_EMPTY_MESH") == "1")
         print(f"[standin] Export assets saved to {out.parent}", flush=True)
     if log:
