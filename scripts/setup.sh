@@ -37,8 +37,7 @@ else
   fi
 fi
 
-"${PIP[@]}" -r requirements.txt
-"${PIP[@]}" --no-deps -e .
+"${PIP[@]}" -e ".[test]"  # requirements.txt (via pyproject) + pytest and ray for the tests
 # Optional: the Khronos glTF validator for the mesh-export test (skipped with a reason without npm).
 if command -v npm >/dev/null 2>&1; then
   [[ -d node_modules/gltf-validator ]] || npm install --no-save --no-package-lock --no-audit --no-fund --prefix . gltf-validator >/dev/null 2>&1 \

@@ -37,6 +37,8 @@ def test_readme_has_the_two_setup_commands_and_ci_uses_the_test_one():
     assert blocks[0].strip() == "bash scripts/setup.sh && .venv/bin/dreamdist demo --out demo-out"
     assert blocks[1].strip() == "bash scripts/setup.sh && .venv/bin/python -m pytest -q"
     assert blocks[1].strip() in (ROOT / ".ci" / "run").read_text()
+    lane = re.findall(r"```console\n(.*?)```", README, flags=re.S)[0].strip()
+    assert lane == "bash scripts/test_threestudio_stack.sh" and lane in (ROOT / ".ci" / "run").read_text()
 
 
 def test_demo_and_every_cpu_command_of_the_readme(tmp_path):
