@@ -21,6 +21,7 @@ Prints one table (markdown); ``--json`` also writes every number.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import io
 import json
@@ -88,7 +89,7 @@ def diversity(images) -> float:
     return float(np.sqrt(d2[iu]).mean())
 
 
-def summarise(images, new_colour: str | None = None) -> dict:
+def summarise(images) -> dict:
     labels = labels_of(images)
     n = max(1, len(labels))
     a = sum(lab == MODE_A for lab in labels) / n
@@ -102,10 +103,11 @@ def summarise(images, new_colour: str | None = None) -> dict:
         "red": sum(c == "red" for c, _ in labels) / n,
         "blue": sum(c == "blue" for c, _ in labels) / n,
         "recognised": sum(c not in ("none", "other") and s not in ("none", "unknown") for c, s in labels) / n,
+        "blue_square": sum(lab == ("blue", "square") for lab in labels) / n,
         "diversity": diversity(images),
+        "other_labels": collections.Counter(
+            f"{c} {s}" for c, s in labels if (c, s) not in (MODE_A, MODE_B)).most_common(),
     }
-    if new_colour:
-        row["new_colour"] = sum(c == new_colour for c, _ in labels) / n
     return row
 
 
@@ -160,6 +162,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16, help="images per pipeline call")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--sections", default="1234", help="which experiments to run, e.g. 12 (default: all)")
     p.add_argument("--work-dir", type=Path, default=None, help="keep reference sets and distributions here")
     p.add_argument("--json", type=Path, default=None, help="also write all numbers to this JSON file")
     return p.parse_args(argv)
@@ -188,6 +191,20 @@ def main(argv=None) -> int:
         with torch.no_grad():
             return sampler.images(gaussian, seeds, gamma, settings)
 
+    def sample_prompts(path: Path) -> list:
+        """Diagnostic: the K learned prompts themselves, image i from prompt i mod K (no Gaussian)."""
+        from dreamdist.distfile import load_distribution
+        from dreamdist.gaussian import FeatureGaussian
+        from dreamdist.sampling import Shot
+        from dreamdist.templates import Template
+
+        with torch.no_grad():
+            ctx = load_distribution(path).ctx.to(sampler.device, torch.float32)
+            feats = sampler.encoder.encode_soft(ctx, Template.parse(args.template)).features.float()
+            points = [FeatureGaussian(f, torch.zeros_like(f)) for f in feats]
+            shots = [Shot(points[i % len(points)], s, 0.0) for i, s in enumerate(seeds)]
+            return [image for _, image in sampler.render(shots, settings)]
+
     with contextlib.ExitStack() as stack:
         work = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fidelity-")))
         work.mkdir(parents=True, exist_ok=True)
@@ -195,42 +212,59 @@ def main(argv=None) -> int:
               f"{args.guidance}; training {args.train_steps} steps, M={args.tokens}, S={args.train_samples}, "
               f"batch {args.train_batch}, template {args.template!r}", flush=True)
         sets = write_sets(work / "refs", args.per_mode, args.single_set, args.seed)
-        files = {
-            "dist": train(sampler.pipe, sets["two_mode"], work / "two_mode_k8.safetensors", args.prompts, args),
-            "single": train(sampler.pipe, sets["two_mode"], work / "two_mode_k1.safetensors", 1, args, ortho=False),
-            "red": train(sampler.pipe, sets["red_square"], work / "red_square_k8.safetensors", args.prompts, args),
-            "blue": train(sampler.pipe, sets["blue_circle"], work / "blue_circle_k8.safetensors", args.prompts, args),
-        }
+        want = set(args.sections)
+        k = args.prompts
+        files = {}
+        if want & {"1", "2"}:
+            files["dist"] = train(sampler.pipe, sets["two_mode"], work / f"two_mode_k{k}.safetensors", k, args)
+        if "1" in want:
+            files["single"] = train(sampler.pipe, sets["two_mode"], work / "two_mode_k1.safetensors", 1, args, ortho=False)
+        if want & {"3", "4"}:
+            files["red"] = train(sampler.pipe, sets["red_square"], work / f"red_square_k{k}.safetensors", k, args)
+        if "3" in want:
+            files["blue"] = train(sampler.pipe, sets["blue_circle"], work / f"blue_circle_k{k}.safetensors", k, args)
         rows: list[tuple[str, str, dict]] = []
 
-        def run(section: str, setting: str, gaussian, gamma: float = 1.0, new_colour: str | None = None) -> None:
+        def run(section: str, setting: str, gaussian, gamma: float = 1.0, images=None) -> None:
             t = time.time()
-            row = summarise(sample(gaussian, gamma), new_colour)
+            row = summarise(images if images is not None else sample(gaussian, gamma))
             rows.append((section, setting, row))
+            others = ", ".join(f"{label} {count}" for label, count in row["other_labels"][:4])
             print(f"  {section} | {setting}: red square {fmt(row['red_square'])}, blue circle "
-                  f"{fmt(row['blue_circle'])}, out-of-set {fmt(row['out_of_set'])} ({time.time() - t:.0f}s)", flush=True)
+                  f"{fmt(row['blue_circle'])}, out-of-set {fmt(row['out_of_set'])} [{others}] "
+                  f"({time.time() - t:.0f}s)", flush=True)
 
-        dist = sampler.distribution([files["dist"]])
-        single = sampler.distribution([files["single"]])
-        run("1 two modes", f"distribution K={args.prompts}", dist.gaussian())
-        run("1 two modes", "single prompt K=1", single.gaussian())
-        for g in GAMMAS:
-            run("2 gamma", f"K={args.prompts}, gamma {g:g}", dist.gaussian(), gamma=g)
-        for w in MIX_WEIGHTS:
-            mixed = sampler.distribution([files["red"], files["blue"]], weights=[1 - w, w])
-            run("3 mix", f"red sq {1 - w:g} + blue circ {w:g}", mixed.gaussian())
-        red = sampler.distribution([files["red"]])
-        run("4 edit", f"red-square dist, {args.template!r} (as trained)", red.gaussian(), new_colour="blue")
-        for template in EDIT_TEMPLATES:
-            run("4 edit", f"red-square dist, {template!r}", red.gaussian(template), new_colour="blue")
+        if "1" in want:
+            run("1 two modes", f"distribution K={k}", sampler.distribution([files["dist"]]).gaussian())
+            run("1 two modes", "single prompt K=1", sampler.distribution([files["single"]]).gaussian())
+            run("1 two modes", f"the K={k} prompts themselves, no Gaussian (diagnostic)", None,
+                images=sample_prompts(files["dist"]))
+        if "2" in want:
+            dist = sampler.distribution([files["dist"]])
+            for g in GAMMAS:
+                run("2 gamma", f"K={k}, gamma {g:g}", dist.gaussian(), gamma=g)
+        if "3" in want:
+            for w in MIX_WEIGHTS:
+                mixed = sampler.distribution([files["red"], files["blue"]], weights=[1 - w, w])
+                run("3 mix", f"red sq {1 - w:g} + blue circ {w:g}", mixed.gaussian())
+        if "4" in want:
+            red = sampler.distribution([files["red"]])
+            run("4 edit", f"red-square dist, {args.template!r} (as trained)", red.gaussian())
+            for template in EDIT_TEMPLATES:
+                run("4 edit", f"red-square dist, {template!r}", red.gaussian(template))
 
     print()
-    print("| section | setting | red square | blue circle | out-of-set | coverage | blue (any shape) | diversity |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| section | setting | red square | blue circle | out-of-set | coverage | blue (any shape) | blue square "
+          "| diversity |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for section, setting, row in rows:
         cover = "yes" if row["coverage"] else "no"
         print(f"| {section} | {setting} | {fmt(row['red_square'])} | {fmt(row['blue_circle'])} | "
-              f"{fmt(row['out_of_set'])} | {cover} | {fmt(row['blue'])} | {row['diversity']:.3f} |")
+              f"{fmt(row['out_of_set'])} | {cover} | {fmt(row['blue'])} | {fmt(row['blue_square'])} | "
+              f"{row['diversity']:.3f} |")
+    print("coverage: both modes >= 20%. out-of-set: neither a red square nor a blue circle (blends, other "
+          "colours or shapes, unrecognised blobs). blue square: the edit's target (new colour, shape kept). "
+          "diversity: mean pairwise RMS pixel distance.")
     print(f"\n{args.samples} samples per row; total {time.time() - began:.0f}s")
     if args.json:
         payload = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

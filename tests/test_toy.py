@@ -132,5 +132,5 @@ def test_bench_fidelity_runs_on_a_two_step_budget(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| section | setting |" in out and "single prompt K=1" in out
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
-    assert len(rows) == 2 + 3 + 5 + 1 + len(bench.EDIT_TEMPLATES)
+    assert len(rows) == 3 + 3 + 5 + 1 + len(bench.EDIT_TEMPLATES)
     assert all(0 <= r["red_square"] + r["blue_circle"] <= 1 for r in rows)
