@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from dreamdist.cli import main
+from dreamdist.gaussian import standard_normal
 from dreamdist.pngmeta import read_png_params, read_png_text, save_png
 from dreamdist.sampling import Sampler, derived_seed, latent_noise, render_grid, sample
-from dreamdist.gaussian import standard_normal
 
 STEPS = ["--steps", "2", "--no-progress"]
 

@@ -160,7 +160,7 @@ def test_cache_key_is_content_addressed(tmp_path):
     with pytest.raises(InputError):
         distribution_cache_key(tmp_path / "missing", s, "m")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(InputError, match="no images"):
+    with pytest.raises(InputError, match="no reference images found"):
         distribution_cache_key(tmp_path / "empty", s, "m")
 
 

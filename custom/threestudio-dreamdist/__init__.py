@@ -5,8 +5,9 @@ Install into a threestudio checkout with `python scripts/install_threestudio_ext
 `dreamdist-prompt-processor` is available to `system.prompt_processor_type`.
 """
 
-import threestudio
 from packaging.version import Version
+
+import threestudio
 
 if hasattr(threestudio, "__version__") and Version(threestudio.__version__) >= Version("0.2.0"):
     pass

@@ -16,6 +16,11 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
+def precision_name(dtype: torch.dtype) -> str:
+    """"fp32"/"fp16"/"bf16" as the flags spell them (what files and manifests record)."""
+    return {v: k for k, v in _DTYPES.items()}.get(dtype, str(dtype))
+
+
 def pick_device(device: str | None = None) -> torch.device:
     """``None``/"auto" means CUDA when available, else CPU."""
     if device in (None, "auto"):
@@ -53,6 +58,15 @@ def load_pipeline(model: str | os.PathLike, device: torch.device, dtype: torch.d
         raise InputError(f"cannot load model {model!r}: {exc}".splitlines()[0]) from None
     pipe.set_progress_bar_config(disable=True)
     return pipe.to(device)
+
+
+def native_resolution(pipe) -> tuple[int, int]:
+    """(the model's native image size in pixels, the multiple every size must be) of a pipeline:
+    the UNet's sample size times the VAE's scale, and one latent pixel per UNet down-sampling."""
+    vae_scale = int(pipe.vae_scale_factor)
+    sample = pipe.unet.config.sample_size
+    sample = sample if isinstance(sample, int) else int(sample[0])
+    return int(sample) * vae_scale, vae_scale * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
 
 
 def encoder_of(pipe) -> SoftPromptEncoder:

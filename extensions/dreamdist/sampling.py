@@ -25,7 +25,6 @@ run bit for bit on the same device and precision, provided ``--batch-size`` is t
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 import json
 import math
@@ -48,9 +47,10 @@ from dreamdist.distribution import PromptDistribution
 from dreamdist.encoder import SoftPromptEncoder
 from dreamdist.errors import InputError, MixError
 from dreamdist.gaussian import MIX_RULES, FeatureGaussian, mix, standard_normal
+from dreamdist.runtime import precision_name
+from dreamdist.seeds import MAX_SEED, derived_seed
 from dreamdist.templates import Template
 
-MAX_SEED = 2**63 - 1
 DEFAULT_GAMMAS = (0.0, 0.5, 1.0, 1.5, 2.0)
 DEFAULT_ROOT = Path("samples")
 GRID_NAME = "grid.png"
@@ -58,13 +58,6 @@ MANIFEST_NAME = "manifest.json"
 
 
 # --------------------------------------------------------------------------- seeds and noise
-
-
-def derived_seed(seed: int, stream: str) -> int:
-    """A 63-bit seed for the named random ``stream`` of image ``seed`` ("latents", "scheduler"),
-    stable across machines and Python versions."""
-    digest = hashlib.blake2b(f"dreamdist:{stream}:{int(seed)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & MAX_SEED
 
 
 def latent_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
@@ -594,10 +587,6 @@ class _Setup:
     started: float = field(default_factory=time.perf_counter)
 
 
-def _precision_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}.get(dtype, str(dtype))
-
-
 def _setup(
     paths: Sequence[str | os.PathLike],
     out: str | os.PathLike | None,
@@ -642,7 +631,7 @@ def _run_params(setup: _Setup, files: Sequence[DistributionFile], weights, mix_r
         "pipeline": type(setup.sampler.pipe).__name__,
         "scheduler": type(getattr(setup.sampler.pipe, "scheduler", None)).__name__,
         "device": setup.sampler.device.type,
-        "precision": _precision_name(setup.sampler.dtype),
+        "precision": precision_name(setup.sampler.dtype),
     }
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import csv
-import hashlib
 import io
 import json
 import math
@@ -46,13 +45,15 @@ import torch.nn.functional as F
 
 from dreamdist.atomic import atomic_path, atomic_write_text
 from dreamdist.compat import autocast, grad_scaler
-from dreamdist.distfile import DistributionFile, Fingerprint, save_distribution
+from dreamdist.distfile import DistributionFile, Fingerprint, file_sha256, save_distribution
 from dreamdist.encoder import SoftPromptEncoder
 from dreamdist.errors import DreamdistError, InputError
 from dreamdist.gaussian import FeatureGaussian
 from dreamdist.images import ReferenceImages, check_reference_folder, load_reference_images
 from dreamdist.losses import ortho_loss
 from dreamdist.prompts import PromptSet
+from dreamdist.runtime import native_resolution, precision_name
+from dreamdist.seeds import derived_seed
 from dreamdist.templates import Template
 
 CHECKPOINT_FORMAT = "dreamdist.train-checkpoint"
@@ -200,25 +201,6 @@ def default_paths(out: str | os.PathLike) -> dict[str, Path]:
 # --------------------------------------------------------------------------- helpers
 
 
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _stream_seed(seed: int, stream: str) -> int:
-    """A seed for the named random stream of run ``seed``, so that the init of ctx (seeded with
-    ``seed`` itself) and the training draws are independent streams."""
-    digest = hashlib.blake2b(f"dreamdist:{stream}:{int(seed)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-def _precision_name(dtype: torch.dtype) -> str:
-    return {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}[dtype]
-
-
 def _resolve(device: str | torch.device | None, precision: str) -> tuple[torch.device, torch.dtype]:
     from dreamdist.runtime import pick_device, resolve_dtype
 
@@ -239,15 +221,6 @@ def _use_sdpa(unet) -> None:
     processors = getattr(unet, "attn_processors", {})
     if any(type(p) is AttnProcessor for p in processors.values()):
         unet.set_attn_processor(AttnProcessor2_0())
-
-
-def model_resolution(pipe) -> tuple[int, int]:
-    """(native resolution in pixels, the multiple a resolution must be) of a pipeline."""
-    vae_scale = 2 ** (len(pipe.vae.config.block_out_channels) - 1)
-    sample = pipe.unet.config.sample_size
-    sample = sample if isinstance(sample, int) else int(sample[0])
-    multiple = vae_scale * 2 ** (len(pipe.unet.config.block_out_channels) - 1)
-    return int(sample) * vae_scale, multiple
 
 
 class _StopRequest:
@@ -382,7 +355,7 @@ class Trainer:
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise InputError(f"model {self.model_name!r}: unsupported prediction_type {self.prediction_type!r} "
                              "(dreamdist trains epsilon, v_prediction and sample models)")
-        native, multiple = model_resolution(pipe)
+        native, multiple = native_resolution(pipe)
         self.resolution = int(config.resolution or native)
         if self.resolution % multiple:
             raise InputError(f"--resolution {self.resolution} must be a multiple of {multiple} for this model "
@@ -413,11 +386,11 @@ class Trainer:
         values["resolution"] = self.resolution
         values["template"] = str(self.template)
         settings = {k: values[k] for k in _RESUME_KEYS}
-        settings["precision"] = _precision_name(self.dtype)
+        settings["precision"] = precision_name(self.dtype)
         return settings
 
     def _image_ids(self) -> list[list[str]]:
-        return [[p.name, _file_sha256(p)] for p in self.image_paths]
+        return [[p.name, file_sha256(p)] for p in self.image_paths]
 
     def _read_checkpoint(self, path: Path) -> dict[str, Any]:
         try:
@@ -473,7 +446,7 @@ class Trainer:
         self.vae_images_encoded = int(pixels.shape[0])
         mean, std = torch.cat(means), torch.cat(stds)
         if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
-            raise TrainingDiverged(f"the VAE produced NaN/inf latents at {_precision_name(self.dtype)}; "
+            raise TrainingDiverged(f"the VAE produced NaN/inf latents at {precision_name(self.dtype)}; "
                                    "try --precision fp32 or bf16")
         return mean, std
 
@@ -649,7 +622,7 @@ class Trainer:
             template=str(self.template),
             steps_done=step,
             prediction_type=self.prediction_type,
-            precision=_precision_name(self.dtype),
+            precision=precision_name(self.dtype),
             device=self.device.type,
             optimizer="AdamW",
             lr_schedule="constant",
@@ -692,7 +665,7 @@ class Trainer:
         self.prompts = PromptSet(cfg.num_prompts, cfg.num_tokens, self.encoder.token_dim, seed=cfg.seed).to(self.device)
         self.optimizer = torch.optim.AdamW(self.prompts.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = grad_scaler(self.device.type) if self.dtype == torch.float16 else None
-        self.generator = torch.Generator(device="cpu").manual_seed(_stream_seed(cfg.seed, "train"))
+        self.generator = torch.Generator(device="cpu").manual_seed(derived_seed(cfg.seed, "train"))
         self._queue = torch.zeros(0, dtype=torch.long)
         start, elapsed0 = 0, 0.0
         if self._state is not None:

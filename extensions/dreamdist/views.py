@@ -26,14 +26,15 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from dreamdist.atomic import atomic_path, atomic_write_text
+from dreamdist.distfile import file_sha256
 from dreamdist.distribution import PromptDistribution
 from dreamdist.errors import DistributionFileError, InputError, TemplateError
+from dreamdist.images import list_image_files
 from dreamdist.templates import Template
 
 CONDITIONING_FILE = "dreamdist_conditioning.safetensors"
 CONDITIONING_FORMAT = "dreamdist.conditioning"
 CONDITIONING_VERSION = 1
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -222,30 +223,12 @@ def check_feature_width(encoder_width: int, guidance_width: int | None, encoder_
 # ----------------------------------------------------------------------------------------------
 
 
-def image_files(folder: str | os.PathLike) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise InputError(f"{folder}: reference_images must be a folder of images (png/jpg/webp)")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise InputError(f"{folder}: no images (png/jpg/jpeg/webp/bmp) in this folder")
-    return files
-
-
-def _sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def distribution_cache_key(
     folder: str | os.PathLike, settings: Mapping[str, Any], base_model: str, encoder_fingerprint: str = ""
 ) -> str:
     """sha256 over the images' content hashes (sorted: names and order do not matter), the training
     settings and the base model. Same images + settings + model = same key = train once."""
-    image_hashes = sorted(_sha256_file(p) for p in image_files(folder))
+    image_hashes = sorted(file_sha256(p) for p in list_image_files(folder))
     payload = json.dumps(
         {
             "images": image_hashes,
