@@ -50,6 +50,26 @@ def test_eos_pooling_picks_each_prompts_eos_position(tiny_encoder):
     assert torch.equal(out.pooled, out.features[:, lay.eos_position])
 
 
+def test_sd1_tokenizer_whose_pad_is_end_of_text_pools_at_the_template_eos(tiny_encoder):
+    """SD 1.x (and MVDream's sd-v1.5-4view) pad with end-of-text: the learned slots hold the pad id, so
+    CLIP's own pooling (first end-of-text / largest id) would land on a learned slot, not the EOS."""
+    import copy
+
+    sd1 = copy.deepcopy(tiny_encoder)
+    sd1.tokenizer.pad_token = sd1.tokenizer.eos_token
+    assert sd1.tokenizer.pad_token_id == sd1.tokenizer.eos_token_id
+    template = Template.parse("a photo of {}")
+    lay = sd1.layout(template, 2)
+    assert lay.input_ids[lay.start] == sd1.tokenizer.eos_token_id  # a slot looks like an EOS to CLIP
+    ctx = torch.randn(3, 2, sd1.token_dim)
+    out = sd1.encode_soft(ctx, template)
+    assert torch.equal(out.pooled, out.features[:, lay.eos_position])
+    clip_pool = sd1.text_encoder(input_ids=lay.input_ids[None]).pooler_output  # CLIP's choice: a slot
+    assert not torch.allclose(clip_pool, out.features[:1, lay.eos_position])
+    upto = lay.eos_position + 1  # causal: up to the EOS, the pad id makes no difference
+    torch.testing.assert_close(out.features[:, :upto], tiny_encoder.encode_soft(ctx, template).features[:, :upto])
+
+
 def test_too_long_template_is_refused_with_lengths(tiny_encoder):
     long = "a " * 70 + "{}"
     with pytest.raises(TemplateError, match=r"prefix 70 \+ learned 8 \+ suffix 0 tokens \+ 2 special = 80 > 77"):

@@ -129,7 +129,10 @@ class SoftPromptEncoder:
         embeds = torch.cat(
             [fixed[: lay.start].expand(k, -1, -1), ctx.to(fixed), fixed[end:].expand(k, -1, -1)], dim=1
         )
-        return self.encode_embeddings(ids.expand(k, -1), embeds)
+        features = self.encode_embeddings(ids.expand(k, -1), embeds).features
+        # Pool at the template's own EOS, not where CLIP looks for it (the first end-of-text id, or the
+        # largest id): SD 1.x tokenizers pad with end-of-text, so the learned slots would be taken for it.
+        return EncodedPrompts(features, features[:, lay.eos_position])
 
     @torch.no_grad()
     def encode_text(self, texts: list[str]) -> torch.Tensor:
