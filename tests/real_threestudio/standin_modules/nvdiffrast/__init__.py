@@ -1,0 +1,1 @@
+"""STAND-IN (import-only) for nvdiffrast."""
