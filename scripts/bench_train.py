@@ -8,8 +8,9 @@ batch size 4, prints:
 - seconds per step, steady state (median over the measured steps, after warm-up steps);
 - peak memory: on CPU the process's peak RSS (each model is measured in its own subprocess, so the
   figure covers loading + training of that model only), on CUDA torch.cuda.max_memory_allocated;
-- the share of a step (in a second, profiled run) spent in the text encoder (forward + backward of the K prompts, with the
-  Gaussian fit and the B x S reparameterised samples), the UNet forward and the UNet backward;
+- the share of a step (in a second, profiled run) spent in the text encoder (forward + backward of the
+  K prompts, with the Gaussian fit and the B x S reparameterised samples), the UNet forward and the
+  UNet backward;
 - the overhead ratio: step time / (K-prompt text-encoder forward+backward + B*S UNet forward+backward),
   the two unavoidable parts each timed alone on the same shapes, outside the trainer but between its
   steps (so both see the same machine load). Target <= 1.15.
@@ -32,10 +33,28 @@ import tempfile
 import time
 import warnings
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "extensions"))
+from typing import Callable
 
 MEDIUM_RESOLUTION = 128
+
+
+class PhaseTimer:
+    """The trainer's step hook (dreamdist.train.StepHook): syncs the device and reads ``clock`` at
+    each phase boundary, so the phases' times add up to the step's."""
+
+    def __init__(self, clock: Callable[[], float], sync: Callable[[], None]) -> None:
+        self.clock, self.sync = clock, sync
+        self.timings: dict[str, list[float]] = {}
+        self._last = 0.0
+
+    def begin_step(self, step: int) -> None:  # noqa: ARG002
+        self._last = self.clock()
+
+    def end_phase(self, phase: str) -> None:
+        self.sync()
+        now = self.clock()
+        self.timings.setdefault(phase, []).append(now - self._last)
+        self._last = now
 
 
 def make_medium_model(path: Path) -> Path:
@@ -89,7 +108,7 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
 
     from dreamdist.quiet import quiet_libraries
     from dreamdist.runtime import load_pipeline
-    from dreamdist.train import Trainer, TrainConfig, _resolve
+    from dreamdist.train import TrainConfig, Trainer, resolve_precision
 
     quiet_libraries()
     warnings.filterwarnings("ignore")
@@ -105,7 +124,7 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
         else:
             model = make_medium_model(work / "model")
         images = draw_images(work / "images")
-        device, dtype = _resolve(args.device, args.precision)
+        device, dtype = resolve_precision(args.device, args.precision)
         cuda = device.type == "cuda"
         sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
         # On CPU, time in CPU seconds of this process: the machine may be shared, and wall time then
@@ -122,24 +141,22 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         stamps_p: list[float] = []
+        timer = PhaseTimer(clock, sync)
         trainer = Trainer(images, pipe, work / "out" / "a.safetensors", config, progress=False,
-                          callback=lambda info: (sync(), stamps_p.append(clock())))
-        trainer.clock = clock
-        began = time.perf_counter()
-        trainer.run(profile=True)
-        total = time.perf_counter() - began
+                          callback=lambda info: (sync(), stamps_p.append(clock())), hook=timer)
+        total = trainer.run().seconds  # latent caching + steps
         step_p = statistics.median(stamps_p[i] - stamps_p[i - 1] for i in measured)
-        phases = {k: statistics.median(v[i] for i in measured) for k, v in trainer.timings.items()}
+        phases = {k: statistics.median(v[i] for i in measured) for k, v in timer.timings.items()}
         peak = torch.cuda.max_memory_allocated(device) if cuda else \
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
         # 2. the unavoidable parts alone, same shapes and precision, outside the trainer
-        encoder, template = trainer.encoder, trainer.template
+        encoder, template = trainer.model.encoder, trainer.template
         k, m = config.num_prompts, config.num_tokens
         ctx = (torch.randn(k, m, encoder.token_dim, device=device) * 0.02).requires_grad_(True)
         seq, dim = trainer.layout.input_ids.shape[0], encoder.hidden_size
         feat_grad = torch.randn(k, seq, dim, device=device)
-        autocast = trainer._autocast
+        autocast = trainer.model.autocast
 
         def text_encoder_fwd_bwd():
             with autocast():
@@ -148,7 +165,7 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
             ctx.grad = None
 
         n = config.batch_size * config.samples
-        c, h, w = trainer._lat_shape
+        c, h, w = trainer.latent_shape
         latents = torch.randn(n, c, h, w, device=device, dtype=pipe.unet.dtype)
         timesteps = torch.randint(0, 1000, (n,), device=device)
         cond = torch.randn(n, seq, dim, device=device).requires_grad_(True)
@@ -213,15 +230,16 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    head = ("model", "device", "clock", "prec", "latent", "UNet M", "s/step", "peak MiB (before model)", "text enc", "UNet fwd",
-            "UNet bwd", "other", "TE alone", "UNet alone", "ratio")
+    head = ("model", "device", "clock", "prec", "latent", "UNet M", "s/step", "peak MiB (before model)", "text enc",
+            "UNet fwd", "UNet bwd", "other", "TE alone", "UNet alone", "ratio")
     lines = [" | ".join(head), " | ".join("-" * len(h) for h in head)]
     for r in rows:
+        before = f" ({r['rss_before_model_MiB']:.0f})" if r.get("rss_before_model_MiB") else ""
         lines.append(" | ".join([
-            r["model"], r["device"], r["clock"], r["precision"], r["latent"], f"{r['unet_params_M']:.1f}", f"{r['step_s']:.3f}",
-            f"{r['peak_mem_MiB']:.0f}" + (f" ({r['rss_before_model_MiB']:.0f})" if r.get("rss_before_model_MiB") else ""), f"{r['share_text_encoder']:.1%}", f"{r['share_unet_fwd']:.1%}",
-            f"{r['share_unet_bwd']:.1%}", f"{max(0.0, r['share_other']):.1%}", f"{r['alone_text_encoder_fwd_bwd_s']:.3f}s",
-            f"{r['alone_unet_fwd_bwd_s']:.3f}s", f"{r['ratio']:.3f}"]))
+            r["model"], r["device"], r["clock"], r["precision"], r["latent"], f"{r['unet_params_M']:.1f}",
+            f"{r['step_s']:.3f}", f"{r['peak_mem_MiB']:.0f}{before}", f"{r['share_text_encoder']:.1%}",
+            f"{r['share_unet_fwd']:.1%}", f"{r['share_unet_bwd']:.1%}", f"{max(0.0, r['share_other']):.1%}",
+            f"{r['alone_text_encoder_fwd_bwd_s']:.3f}s", f"{r['alone_unet_fwd_bwd_s']:.3f}s", f"{r['ratio']:.3f}"]))
     return "\n".join(lines)
 
 

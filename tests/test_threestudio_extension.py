@@ -192,6 +192,23 @@ def test_config_fields_and_defaults(ts):
     assert ts.parse_structured(cls.Config, {"distribution": "one.safetensors"}).distribution == "one.safetensors"
 
 
+def test_training_settings_are_train_config_fields_with_its_defaults(ts):
+    """The processor's training settings keep their names; TrainConfig gives their defaults, and the
+    extension's README lists each of them."""
+    import dataclasses
+
+    from dreamdist.train import TrainConfig
+
+    cfg = ts.parse_structured(ts.pp.DreamdistPromptProcessor.Config, {})
+    defaults = TrainConfig()
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    readme = (EXTENSION / "README.md").read_text()
+    for key, field in ts.pp.TRAIN_SETTINGS.items():
+        assert field in fields and key in cfg, key
+        assert getattr(cfg, key) == getattr(defaults, field), key
+        assert f"`{key}`" in readme, key
+
+
 # ---------------------------------------------------------------------------------------------
 # configure() flow and the embeddings handed to guidance
 # ---------------------------------------------------------------------------------------------
@@ -453,12 +470,6 @@ def test_reference_images_train_once_then_load_from_cache(ts, make, tmp_path, mo
     cache = tmp_path / "cache"
     settings = dict(distribution=None, reference_images=str(folder), cache_dir=str(cache), train_steps=2,
                     num_prompts=2, num_tokens=1, train_samples=1, train_batch_size=1)
-    try:
-        import dreamdist.train as train_module
-    except ImportError:
-        message = _refusal(ts, lambda: make(**settings))
-        assert "training is not available" in message
-        return
     first = make(sample_seed=1, save_dir=str(tmp_path / "s1"), **settings)
     entries = list(cache.glob("*.safetensors"))
     assert len(entries) == 1
@@ -469,7 +480,7 @@ def test_reference_images_train_once_then_load_from_cache(ts, make, tmp_path, mo
     assert first.conditioning.spec.file_hashes == (file_sha256(entry),)
     assert load_distribution(entry).ctx.shape[:2] == (2, 1)
     # the other runs of the batch load the cached file: no second training
-    monkeypatch.setattr(train_module, "train_distribution", lambda *a, **k: pytest.fail("trained twice"))
+    monkeypatch.setattr(ts.pp, "train_distribution", lambda *a, **k: pytest.fail("trained twice"))
     second = make(sample_seed=2, save_dir=str(tmp_path / "s2"), **settings)
     assert second.conditioning.spec.file_hashes == first.conditioning.spec.file_hashes
     assert not torch.allclose(second.text_embeddings_vd, first.text_embeddings_vd)
@@ -477,6 +488,8 @@ def test_reference_images_train_once_then_load_from_cache(ts, make, tmp_path, mo
     monkeypatch.undo()
     message = _refusal(ts, lambda: make(**{**settings, "num_prompts": 0}))
     assert "system.prompt_processor.num_prompts" in message and "--num-prompts" not in message
+    message = _refusal(ts, lambda: make(**{**settings, "learning_rate": 0.0}))
+    assert message.startswith("system.prompt_processor.learning_rate must be a positive number"), message
 
 
 # ---------------------------------------------------------------------------------------------

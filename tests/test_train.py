@@ -6,7 +6,6 @@ import csv
 import math
 import os
 import signal
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -19,7 +18,10 @@ from dreamdist.compat import cpu_autocast_supports
 from dreamdist.distfile import load_distribution
 from dreamdist.errors import DreamdistError, InputError
 from dreamdist.prompts import PromptSet
+from dreamdist.stop import StopRequest
 from dreamdist.train import (
+    PreviewWarning,
+    SettingWarning,
     TrainConfig,
     TrainingDiverged,
     TrainingInterrupted,
@@ -173,7 +175,7 @@ def test_interrupt_and_resume_is_bit_identical(pipe, images, tmp_path):
     assert [int(r["step"]) for r in rows] == list(range(1, 21))
 
 
-def test_sigterm_checkpoints_and_max_steps_this_run(pipe, images, tmp_path):
+def test_sigterm_checkpoints_and_max_steps_this_run(pipe, images, tmp_path, caplog):
     out = tmp_path / "d.safetensors"
     config = replace(SMALL, steps=6)
     previous = signal.getsignal(signal.SIGTERM)
@@ -185,6 +187,7 @@ def test_sigterm_checkpoints_and_max_steps_this_run(pipe, images, tmp_path):
     with pytest.raises(TrainingInterrupted) as stopped:
         train_distribution(images, pipe, out, config, progress=False, callback=terminate_at_2)
     assert stopped.value.signal_name == "SIGTERM" and stopped.value.step == 2
+    assert "SIGTERM: stopping after this step and saving a checkpoint" in caplog.text
     assert signal.getsignal(signal.SIGTERM) is previous  # handlers restored
     part = train_distribution(images, pipe, out, config, progress=False, resume=True, max_steps_this_run=2)
     assert not part.finished and part.step == 4 and part.out is None and not out.exists()
@@ -194,8 +197,25 @@ def test_sigterm_checkpoints_and_max_steps_this_run(pipe, images, tmp_path):
     assert torch.equal(load_distribution(out).ctx, load_distribution(straight.out).ctx)
 
 
+@pytest.mark.parametrize("second_sigint_aborts", [True, False])
+def test_stop_request_records_the_first_signal(second_sigint_aborts):
+    said: list[str] = []
+    stop = StopRequest(said.append, second_sigint_aborts=second_sigint_aborts)
+    previous = signal.getsignal(signal.SIGINT)
+    with stop.installed():
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop.requested and stop.signal_name == "SIGTERM" and said == ["SIGTERM"]
+        if second_sigint_aborts:
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGINT)
+        else:
+            os.kill(os.getpid(), signal.SIGINT)
+            assert stop.signal_name == "SIGINT" and said == ["SIGTERM", "SIGINT"]
+    assert signal.getsignal(signal.SIGINT) is previous
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(pipe, images, tmp_path, monkeypatch):
-    import dreamdist.train as train_module
+    import dreamdist.train.trainer as train_module
 
     real = train_module.ortho_loss
     calls = []
@@ -241,15 +261,19 @@ def test_epsilon_model_does_not_use_velocity(pipe, images, tmp_path, monkeypatch
     assert result.finished
 
 
-def test_preview_grids_and_clean_skip(pipe, images, tmp_path, monkeypatch):
+def test_preview_grids_and_a_failed_preview_does_not_stop_training(pipe, images, tmp_path, monkeypatch):
     config = replace(SMALL, steps=2, preview_every=2, preview_count=2, preview_steps=2)
     result = train_distribution(images, pipe, tmp_path / "p.safetensors", config, progress=False)
     assert [p.name for p in result.previews] == ["step-000002.png"]
     assert Image.open(result.previews[0]).size[0] > 0
-    monkeypatch.setitem(sys.modules, "dreamdist.sampling", None)  # as if the 2D sampler did not exist
-    said = []
-    result = train_distribution(images, pipe, tmp_path / "q.safetensors", config, progress=False, log=said.append)
-    assert result.finished and result.previews == [] and any("previews skipped" in s for s in said)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr("dreamdist.train.runlog.render_grid", broken)
+    with pytest.warns(PreviewWarning, match="preview at step 2 failed: RuntimeError: out of memory"):
+        result = train_distribution(images, pipe, tmp_path / "q.safetensors", config, progress=False)
+    assert result.finished and result.previews == []
 
 
 def test_gradient_checkpointing_gives_the_same_vectors(pipe, images, tmp_path):
@@ -358,6 +382,21 @@ def test_cli_trains_single_image_with_warning(tiny_model_dir, tmp_path, capsys):
     dist = load_distribution(out)
     assert dist.template == "a photo of {}" and dist.training["steps_done"] == 3
     assert dist.training["num_prompts"] == 3 and dist.image_count == 1
+
+
+def test_cli_names_settings_by_flag_and_prints_the_resume_message(pipe, images, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "d.safetensors"
+    with pytest.warns(SettingWarning, match="num_prompts 1 learns a single prompt"):  # the API names fields
+        train_distribution(images, pipe, out, replace(SMALL, num_prompts=1, steps=2), progress=False,
+                           max_steps_this_run=1)
+    code, stdout, err = _cli(capsys, "train", images, "--model", tiny_model_dir, "--out", out, "--resume",
+                             "--num-prompts", "1", "--num-tokens", "2", "--samples", "2", "--batch-size", "2",
+                             "--steps", "2", "--lr", "0.03", "--checkpoint-every", "0", "--device", "cpu",
+                             "--no-progress")
+    assert code == 0, err
+    assert f"dreamdist train: resuming from {default_paths(out)['checkpoint']} at step 1/2" in err
+    assert "dreamdist train: warning: --num-prompts 1 learns a single prompt" in err
+    assert "1 steps (resumed at 1)" in stdout
 
 
 def test_cli_help_explains_paper_defaults(capsys):

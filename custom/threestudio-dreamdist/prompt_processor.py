@@ -19,20 +19,20 @@ live in `dreamdist.views`; this module maps them onto threestudio's `PromptProce
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
 import threestudio
-from threestudio.models.prompt_processors.base import PromptProcessor
-from threestudio.utils.misc import get_rank
-from threestudio.utils.typing import *
-
 from dreamdist.errors import DreamdistError, InputError
+from dreamdist.tiny_model import cache_dir
+from dreamdist.train import SettingError, TrainConfig, messages_to, train_distribution
 from dreamdist.views import (
     CONDITIONING_FILE,
     SampleSpec,
@@ -44,18 +44,23 @@ from dreamdist.views import (
     parse_view_templates,
     sample_view_conditioning,
 )
+from threestudio.models.prompt_processors.base import PromptProcessor
+from threestudio.utils.misc import get_rank
+from threestudio.utils.typing import *
 
 # Text-feature width (cross-attention context) of the MVDream checkpoints threestudio-mvdream names
 # (mvdream/configs/sd-v1.yaml and sd-v2-base.yaml: context_dim).
 MVDREAM_TEXT_WIDTHS = {"sd-v1.5-4view": 768, "sd-v2.1-base-4view": 1024}
 
-# dreamdist train's command-line flags -> this processor's settings, for its messages
-_TRAIN_FLAGS = {
-    "--num-prompts": "num_prompts", "--num-tokens": "num_tokens", "--samples": "train_samples",
-    "--steps": "train_steps", "--batch-size": "train_batch_size", "--lr": "learning_rate",
-    "--ortho-weight": "ortho_weight", "--ortho-kind": "ortho_kind", "--resolution": "train_resolution",
-    "--seed": "train_seed",
+# This processor's training settings (the names its users write) -> dreamdist.train.TrainConfig fields.
+# The values are handed over as one mapping; TrainConfig holds the defaults, meanings and limits.
+TRAIN_SETTINGS = {
+    "train_steps": "steps", "num_prompts": "num_prompts", "num_tokens": "num_tokens", "train_template": "template",
+    "train_samples": "samples", "ortho_weight": "ortho_weight", "ortho_kind": "ortho_kind",
+    "learning_rate": "lr", "train_batch_size": "batch_size", "train_resolution": "resolution",
+    "train_seed": "seed", "precision": "precision",
 }
+_TRAIN_DEFAULTS = TrainConfig()
 
 # The trial's save directory, noted when threestudio's launch.py calls `system.set_save_dir`.
 _SAVE_DIR: Optional[str] = None
@@ -92,6 +97,16 @@ def guidance_text_width(name_or_path: Optional[str]) -> Optional[int]:
         return None
 
 
+@contextlib.contextmanager
+def _in_our_words() -> Iterator[None]:
+    """A bad training setting, named as users of this processor write it."""
+    try:
+        yield
+    except SettingError as exc:
+        keys = {field: key for key, field in TRAIN_SETTINGS.items()}
+        raise InputError(exc.named(f"system.prompt_processor.{keys.get(exc.field, exc.field)}")) from None
+
+
 def _release_memory() -> None:
     gc.collect()
     if torch.cuda.is_available():
@@ -115,19 +130,19 @@ class DreamdistPromptProcessor(PromptProcessor):
         std_scale: float = 1.0  # gamma: 0 is the mean prompt, > 1 more diverse
 
         # ...or a folder of reference images to train a distribution from first (cached)
-        # (dreamdist.train.TrainConfig settings; the paper's defaults)
+        # (TRAIN_SETTINGS: dreamdist.train.TrainConfig settings and its defaults, the paper's)
         reference_images: Optional[str] = None
-        train_steps: int = 1500
-        num_prompts: int = 32
-        num_tokens: int = 8
-        train_template: str = "{}"
-        train_samples: int = 4
-        ortho_weight: float = 5.0e-3
-        ortho_kind: str = "abs"
-        learning_rate: float = 1.0e-3
-        train_batch_size: int = 4
-        train_resolution: Optional[int] = None
-        train_seed: int = 0
+        train_steps: int = _TRAIN_DEFAULTS.steps
+        num_prompts: int = _TRAIN_DEFAULTS.num_prompts
+        num_tokens: int = _TRAIN_DEFAULTS.num_tokens
+        train_template: str = _TRAIN_DEFAULTS.template
+        train_samples: int = _TRAIN_DEFAULTS.samples
+        ortho_weight: float = _TRAIN_DEFAULTS.ortho_weight
+        ortho_kind: str = _TRAIN_DEFAULTS.ortho_kind
+        learning_rate: float = _TRAIN_DEFAULTS.lr
+        train_batch_size: int = _TRAIN_DEFAULTS.batch_size
+        train_resolution: Optional[int] = _TRAIN_DEFAULTS.resolution
+        train_seed: int = _TRAIN_DEFAULTS.seed
         cache_dir: Optional[str] = None  # default: $DREAMDIST_CACHE/distributions
 
         # "auto": fp16 on CUDA, fp32 on CPU (the text encoder only; embeddings are kept in fp32)
@@ -242,46 +257,17 @@ class DreamdistPromptProcessor(PromptProcessor):
             return [dist]
         return [str(p) for p in dist]
 
-    # TrainConfig fields that name the result, not how it is computed: they make the cache key
-    _TRAIN_KEY_EXCLUDE = ("precision", "gradient_checkpointing", "checkpoint_every", "preview_every",
-                          "preview_count", "preview_steps")
-
-    def _train_config(self):
-        """dreamdist.train.TrainConfig from this config, or None when dreamdist.train is absent."""
-        try:
-            from dreamdist.train import TrainConfig
-        except ImportError:
-            return None
-        cfg = self.cfg
-        return TrainConfig(
-            num_prompts=cfg.num_prompts,
-            num_tokens=cfg.num_tokens,
-            samples=cfg.train_samples,
-            ortho_weight=cfg.ortho_weight,
-            ortho_kind=cfg.ortho_kind,
-            steps=cfg.train_steps,
-            lr=cfg.learning_rate,
-            batch_size=cfg.train_batch_size,
-            template=cfg.train_template,
-            resolution=cfg.train_resolution,
-            seed=cfg.train_seed,
-            precision=cfg.precision,
-        )
+    def _train_config(self) -> TrainConfig:
+        """This config's training settings, handed to TrainConfig as one mapping of its fields."""
+        return TrainConfig(**{field: getattr(self.cfg, key) for key, field in TRAIN_SETTINGS.items()})
 
     def _training_settings(self) -> dict:
-        config = self._train_config()
-        if config is None:
-            return {}
-        settings = config.to_dict()
-        for key in self._TRAIN_KEY_EXCLUDE:
-            settings.pop(key, None)
-        return settings
+        """What decides the trained distribution: the cache key's settings."""
+        return self._train_config().result_settings()
 
     def _cache_root(self) -> Path:
         if self.cfg.cache_dir:
             return Path(self.cfg.cache_dir)
-        from dreamdist.tiny_model import cache_dir
-
         return cache_dir() / "distributions"
 
     def _distribution_paths(self, train: bool) -> Optional[list[str]]:
@@ -304,21 +290,9 @@ class DreamdistPromptProcessor(PromptProcessor):
         the cache entry keeps concurrent runs from training the same key twice; a crashed training
         resumes from its checkpoint beside the entry."""
         config = self._train_config()
-        if config is None:
-            raise InputError(
-                "reference_images: training is not available in this dreamdist version yet; train with "
-                "`dreamdist train` and pass system.prompt_processor.distribution=path/to/dist.safetensors"
-            )
-        from dreamdist.train import train_distribution
-
         cfg = self.cfg
-        try:
+        with _in_our_words():
             config.validate()  # one line, before any model is loaded
-        except InputError as exc:
-            message = str(exc)
-            for flag, name in _TRAIN_FLAGS.items():
-                message = message.replace(flag, f"system.prompt_processor.{name}")
-            raise InputError(message) from None
 
         def train(entry: Path) -> None:
             checkpoint = entry.with_suffix(".ckpt")
@@ -326,19 +300,19 @@ class DreamdistPromptProcessor(PromptProcessor):
                 f"dreamdist: training a distribution from {cfg.reference_images} ({config.steps} steps, "
                 f"K={config.num_prompts}, M={config.num_tokens}) on {self.device} into {entry}"
             )
-            train_distribution(
-                cfg.reference_images,
-                cfg.pretrained_model_name_or_path,
-                entry,
-                config,
-                device=self.device,
-                resume=checkpoint.is_file(),
-                overwrite=True,
-                checkpoint=checkpoint,
-                log_csv=entry.with_suffix(".log.csv"),
-                progress=False,
-                log=threestudio.info,
-            )
+            with _in_our_words(), messages_to(threestudio.info):
+                train_distribution(
+                    cfg.reference_images,
+                    cfg.pretrained_model_name_or_path,
+                    entry,
+                    config,
+                    device=self.device,
+                    resume=checkpoint.is_file(),
+                    overwrite=True,
+                    checkpoint=checkpoint,
+                    log_csv=entry.with_suffix(".log.csv"),
+                    progress=False,
+                )
             _release_memory()
 
         return cached_distribution(

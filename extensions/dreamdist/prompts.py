@@ -19,13 +19,6 @@ class PromptSet(nn.Module):
         init = torch.randn(num_prompts, num_tokens, token_dim, generator=generator) * 0.02
         self.ctx = nn.Parameter(init)
 
-    @classmethod
-    def from_ctx(cls, ctx: torch.Tensor) -> "PromptSet":
-        prompts = cls(*ctx.shape)
-        with torch.no_grad():
-            prompts.ctx.copy_(ctx)
-        return prompts
-
     @property
     def num_prompts(self) -> int:
         return self.ctx.shape[0]
@@ -38,7 +31,8 @@ class PromptSet(nn.Module):
         return encoder.encode_soft(self.ctx, template)
 
     def gaussian(self, encoder: SoftPromptEncoder, template: Template) -> tuple[FeatureGaussian, EncodedPrompts]:
-        """The feature-space Gaussian for ``template`` (differentiable in ctx) and the encodings it
-        was fitted on (their pooled features feed the orthogonality loss)."""
+        """The feature-space Gaussian for ``template`` (differentiable in ctx, fitted in float32 even
+        when the encoder runs in half precision) and the encodings it was fitted on (their pooled
+        features feed the orthogonality loss)."""
         encoded = self.encode(encoder, template)
-        return FeatureGaussian.fit(encoded.features), encoded
+        return FeatureGaussian.fit(encoded.features.float()), encoded

@@ -18,64 +18,72 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 import warnings
+from dataclasses import Field, fields
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from dreamdist.errors import InputError
+from dreamdist.templates import Template
+from dreamdist.train import (
+    SettingError,
+    SettingWarning,
+    TrainConfig,
+    TrainingInterrupted,
+    messages_to,
+    train_distribution,
+)
+
+# TrainConfig's field groups -> --help sections
+GROUPS = {"method": "method (paper defaults)", "template": "prompt template", "images": "images", "run": "run"}
+HINTS = typing.get_type_hints(TrainConfig)
+
+
+def flag(setting: Field) -> str:
+    """The option spelling of a TrainConfig field: ``--num-prompts``, or its metadata's ``flag``."""
+    return setting.metadata.get("flag", "--" + setting.name.replace("_", "-"))
+
+
+FLAGS = {setting.name: flag(setting) for setting in fields(TrainConfig)}
+
+
+def _add_setting(group: argparse._ArgumentGroup, setting: Field) -> None:
+    """One option from a TrainConfig field's metadata. A switch that turns a default-on setting off
+    (``--no-flip``) and a default the help text explains leave the value out when not given."""
+    meta = setting.metadata
+    options: dict[str, typing.Any] = {"dest": setting.name, "help": meta["help"]}
+    hint = HINTS[setting.name]
+    if hint is bool:
+        options.update(action="store_false" if setting.default else "store_true",
+                       default=argparse.SUPPRESS if setting.default else False)
+    else:
+        types = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]  # int | None -> int
+        options.update(type=types[0], default=setting.default if meta.get("show_default", True) else argparse.SUPPRESS)
+        options.update({key: meta[key] for key in ("metavar", "choices") if key in meta})
+    group.add_argument(flag(setting), **options)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dreamdist.train import ORTHO_KINDS, TrainConfig
-
-    d = TrainConfig()
     parser.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of reference images")
     none = argparse.SUPPRESS  # no "(default: None)" in --help where the help text says what happens
     parser.add_argument("--model", required=True, default=none,
                         help="diffusers model folder or hub id: stabilityai/stable-diffusion-2-1 (v-prediction, "
                         "the paper's) or stabilityai/stable-diffusion-2-1-base (epsilon)")
-    parser.add_argument("--out", type=Path, required=True, default=none, help="distribution file to write (.safetensors)")
+    parser.add_argument("--out", type=Path, required=True, default=none,
+                        help="distribution file to write (.safetensors)")
 
-    method = parser.add_argument_group("method (paper defaults)")
-    method.add_argument("--num-prompts", type=int, default=d.num_prompts, metavar="K",
-                        help="K learnable prompts whose features define the Gaussian (paper: 32)")
-    method.add_argument("--num-tokens", type=int, default=d.num_tokens, metavar="M",
-                        help="M learned token vectors per prompt (paper: 8; 4 in its quantitative study)")
-    method.add_argument("--samples", type=int, default=d.samples, metavar="S",
-                        help="S reparameterised prompt samples per image and step, averaged (paper: 4)")
-    method.add_argument("--ortho-weight", type=float, default=d.ortho_weight, metavar="LAMBDA",
-                        help="weight of the orthogonality loss between the K prompts (paper: 5e-3; 0 = off)")
-    method.add_argument("--ortho-kind", choices=ORTHO_KINDS, default=d.ortho_kind,
-                        help="abs: mean |cos| of prompt pairs (paper eq. 5); squared: cos^2 (reference code)")
-    method.add_argument("--steps", type=int, default=d.steps, help="optimisation steps (paper: 1500)")
-    method.add_argument("--lr", type=float, default=d.lr, help="learning rate, constant (paper: 1e-3)")
-    method.add_argument("--batch-size", type=int, default=d.batch_size,
-                        help="images per step (reference script: 4); the UNet sees BATCH_SIZE x S per step")
-    method.add_argument("--weight-decay", type=float, default=d.weight_decay,
-                        help="AdamW weight decay (reference script: 1e-2)")
-    method.add_argument("--max-grad-norm", type=float, default=d.max_grad_norm,
-                        help="clip the gradient norm (reference script: 1.0; 0 = off)")
+    groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
+    for setting in fields(TrainConfig):
+        _add_setting(groups[setting.metadata["group"]], setting)
 
-    text = parser.add_argument_group("prompt template")
-    text.add_argument("--template", default=none,
-                      help="training template with one {} where the learned vectors go, e.g. 'a photo of {}' "
-                      "(default: the learned vectors alone)")
+    text = groups["template"]
     text.add_argument("--prefix", default=none, help="text before the learned vectors (alternative to --template)")
     text.add_argument("--suffix", default=none, help="text after the learned vectors (alternative to --template)")
 
-    data = parser.add_argument_group("images")
-    data.add_argument("--resolution", type=int, default=none,
-                      help="training resolution in pixels (default: the model's, 768 for SD 2.1, 512 for 2.1-base)")
-    data.add_argument("--no-flip", action="store_true", help="no horizontal-flip augmentation")
-
-    run = parser.add_argument_group("run")
-    run.add_argument("--seed", type=int, default=d.seed, help="seed of the initial vectors and every random draw")
+    run = groups["run"]
     run.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1...")
-    run.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default=d.precision,
-                     help="auto: fp32 on CPU; on CUDA bf16 autocast (fp16 with loss scaling where bf16 is missing)")
-    run.add_argument("--gradient-checkpointing", action="store_true",
-                     help="recompute the frozen UNet's activations in the backward pass: less GPU memory, slower")
-    run.add_argument("--checkpoint-every", type=int, default=d.checkpoint_every,
-                     help="write the checkpoint every N steps (also on Ctrl-C / SIGTERM and at the end; 0 = only then)")
     run.add_argument("--checkpoint", type=Path, default=none, help="checkpoint file (default: OUT with .ckpt)")
     run.add_argument("--resume", action="store_true",
                      help="continue from the checkpoint (optimizer and RNG state: ends as if never interrupted)")
@@ -83,68 +91,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      help="overwrite an existing --out; without --resume, discard an existing checkpoint")
     run.add_argument("--log-csv", type=Path, default=none,
                      help="per-step loss log (default: OUT with .log.csv)")
-    run.add_argument("--preview-every", type=int, default=d.preview_every,
-                     help="every N steps, render a grid of images from the current distribution (0 = off)")
-    run.add_argument("--preview-count", type=int, default=d.preview_count, help="images per preview grid")
-    run.add_argument("--preview-steps", type=int, default=d.preview_steps, help="denoising steps of preview images")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def config_from_args(args: argparse.Namespace):
-    from dreamdist.templates import Template
-    from dreamdist.train import TrainConfig
-
-    for name in ("template", "prefix", "suffix", "resolution", "checkpoint", "log_csv"):
-        if not hasattr(args, name):
-            setattr(args, name, None)
-    if args.template is not None and (args.prefix or args.suffix):
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    given = {s.name: getattr(args, s.name) for s in fields(TrainConfig) if hasattr(args, s.name)}  # given or shown
+    prefix, suffix = getattr(args, "prefix", None), getattr(args, "suffix", None)
+    if "template" in given and (prefix or suffix):
         raise InputError("give either --template or --prefix/--suffix, not both")
-    template = args.template if args.template is not None else \
-        str(Template((args.prefix or "").strip(), (args.suffix or "").strip()))
-    return TrainConfig(
-        num_prompts=args.num_prompts, num_tokens=args.num_tokens, samples=args.samples,
-        ortho_weight=args.ortho_weight, ortho_kind=args.ortho_kind, steps=args.steps, lr=args.lr,
-        batch_size=args.batch_size, weight_decay=args.weight_decay, max_grad_norm=args.max_grad_norm,
-        template=template, resolution=args.resolution, flip=not args.no_flip, seed=args.seed,
-        precision=args.precision, gradient_checkpointing=args.gradient_checkpointing,
-        checkpoint_every=args.checkpoint_every, preview_every=args.preview_every,
-        preview_count=args.preview_count, preview_steps=args.preview_steps,
-    )
+    given.setdefault("template", str(Template((prefix or "").strip(), (suffix or "").strip())))
+    return TrainConfig(**given)
 
 
 def _say(message: str) -> None:
-    from tqdm.auto import tqdm
-
     tqdm.write(f"dreamdist train: {message}", file=sys.stderr)  # above a running progress bar, not through it
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ARG001
+    if isinstance(message, SettingWarning):
+        message = message.named(FLAGS[message.field])
+    _say(f"warning: {message}")
+
+
 def run(args: argparse.Namespace) -> int:
-    from dreamdist.train import TrainingInterrupted, train_distribution
-
     config = config_from_args(args)
-
-    def show_warning(message, category, filename, lineno, file=None, line=None):  # noqa: ARG001
-        _say(f"warning: {message}")
-
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        warnings.showwarning = show_warning
+        warnings.showwarning = _show_warning
         try:
-            result = train_distribution(
-                args.images, args.model, args.out, config, device=args.device, resume=args.resume,
-                overwrite=args.force, checkpoint=args.checkpoint, log_csv=args.log_csv,
-                progress=not args.no_progress, log=_say,
-            )
+            with messages_to(_say):
+                result = train_distribution(
+                    args.images, args.model, args.out, config, device=args.device, resume=args.resume,
+                    overwrite=args.force, checkpoint=getattr(args, "checkpoint", None),
+                    log_csv=getattr(args, "log_csv", None), progress=not args.no_progress,
+                )
+        except SettingError as exc:
+            raise InputError(exc.named(FLAGS[exc.field])) from None
         except TrainingInterrupted as stop:
             _say(str(stop))
             return 143 if stop.signal_name == "SIGTERM" else 130
-    done = f"{result.step - result.resumed_from} steps" + (f" (resumed at {result.resumed_from})" if result.resumed_from else "")
-    print(f"wrote {result.out} ({config.num_prompts} prompts x {config.num_tokens} tokens, {result.image_count} images, "
-          f"{done}, {result.seconds:.1f}s)")
+    done = f"{result.step - result.resumed_from} steps"
+    if result.resumed_from:
+        done += f" (resumed at {result.resumed_from})"
+    print(f"wrote {result.out} ({config.num_prompts} prompts x {config.num_tokens} tokens, "
+          f"{result.image_count} images, {done}, {result.seconds:.1f}s)")
     if result.diffusion_losses:
         tail = result.diffusion_losses[-min(50, len(result.diffusion_losses)):]
         print(f"final diffusion loss (mean of last {len(tail)} steps): {sum(tail) / len(tail):.4f}")
-    extras = [f"log {result.log_csv}" if result.log_csv else "", f"checkpoint {result.checkpoint}" if result.checkpoint else "",
+    extras = [f"log {result.log_csv}" if result.log_csv else "",
+              f"checkpoint {result.checkpoint}" if result.checkpoint else "",
               f"{len(result.previews)} preview grid(s) in {result.previews[0].parent}" if result.previews else ""]
     extras = [e for e in extras if e]
     if extras:

@@ -1,0 +1,125 @@
+"""Training checkpoints: what resuming needs to end bit-identical to a run never interrupted.
+
+A checkpoint holds the learned vectors, the optimizer (and fp16 loss scaler) state, the CPU
+generator's state and the epoch's remaining image order, plus what it may only be resumed with:
+the settings that define the optimisation, the reference images' hashes and the text encoder's
+fingerprint. Written atomically (a crash keeps the previous one); read with ``weights_only``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dreamdist.atomic import atomic_path
+from dreamdist.distfile import Fingerprint, file_sha256
+from dreamdist.errors import InputError
+from dreamdist.runtime import precision_name
+from dreamdist.templates import Template
+from dreamdist.train.config import METHOD, TrainConfig
+
+CHECKPOINT_FORMAT = "dreamdist.train-checkpoint"
+CHECKPOINT_VERSION = 1
+
+
+def resume_settings(config: TrainConfig, resolution: int, template: Template, dtype: torch.dtype) -> dict[str, Any]:
+    """The settings a checkpoint resumes only with: the optimisation's (resolution and template as
+    resolved for the model) and the precision it ran at."""
+    settings = config.values(METHOD)
+    settings.update(resolution=resolution, template=str(template), precision=precision_name(dtype))
+    return settings
+
+
+def image_ids(paths: list[Path]) -> list[list[str]]:
+    """[name, sha256] per reference image: a resume with changed images is refused."""
+    return [[p.name, file_sha256(p)] for p in paths]
+
+
+def _damaged(path: Path, what: str = "not a readable training checkpoint") -> InputError:
+    return InputError(f"{path}: {what}; run with --force to start over")
+
+
+@dataclass
+class Checkpoint:
+    step: int
+    ctx: torch.Tensor  # (K, M, d_tok) float32, CPU
+    optimizer: dict[str, Any]
+    scaler: dict[str, Any]  # {} unless fp16 loss scaling
+    generator: torch.Tensor  # the CPU generator's state
+    queue: torch.Tensor  # image indices left in the current epoch
+    settings: dict[str, Any]  # resume_settings()
+    images: list[list[str]]  # image_ids()
+    fingerprint: Fingerprint
+    elapsed_s: float
+    last_loss: float = math.nan
+
+    def save(self, path: Path) -> Path:
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "step": self.step,
+            "ctx": self.ctx,
+            "optimizer": self.optimizer,
+            "scaler": self.scaler,
+            "generator": self.generator,
+            "queue": self.queue,
+            "settings": json.dumps(self.settings, sort_keys=True),
+            "images": json.dumps(self.images),
+            "fingerprint": self.fingerprint.to_json(),
+            "fingerprint_probe": self.fingerprint.probe,
+            "elapsed_s": float(self.elapsed_s),
+            "last_loss": float(self.last_loss),
+        }
+        buffer = io.BytesIO()
+        torch.save(state, buffer)
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(buffer.getvalue())
+        return path
+
+    @classmethod
+    def load(cls, path: Path) -> "Checkpoint":
+        """Read ``path``; any unreadable, foreign, newer or damaged file is one ``InputError`` line."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+            raise _damaged(path, f"not a readable training checkpoint ({type(exc).__name__})") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise _damaged(path, "not a dreamdist training checkpoint")
+        if int(state.get("version", 0)) > CHECKPOINT_VERSION:
+            raise InputError(f"{path}: checkpoint version {state['version']} is newer than this dreamdist; upgrade it")
+        try:
+            fp = json.loads(state["fingerprint"])
+            return cls(
+                step=int(state["step"]), ctx=state["ctx"], optimizer=state["optimizer"],
+                scaler=state.get("scaler") or {}, generator=state["generator"], queue=state["queue"].clone(),
+                settings=json.loads(state["settings"]), images=json.loads(state["images"]),
+                fingerprint=Fingerprint(fp["hidden_size"], fp["vocab_size"], fp["sha256"], state["fingerprint_probe"]),
+                elapsed_s=float(state["elapsed_s"]), last_loss=float(state.get("last_loss", math.nan)),
+            )
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise _damaged(path, "damaged training checkpoint") from None
+
+    def check_resumes(self, path: Path, settings: dict[str, Any], fingerprint: Fingerprint, model_name: str,
+                      steps: int) -> None:
+        """Refuse to resume with other settings, another text encoder, or fewer steps than done."""
+        differ = [f"{k}: checkpoint {self.settings.get(k)!r}, now {v!r}" for k, v in settings.items()
+                  if self.settings.get(k) != v]
+        if differ:
+            raise InputError(f"{path}: cannot resume with different settings ({'; '.join(differ)}); use the "
+                             "checkpoint's settings, or --force to start over")
+        if not self.fingerprint.matches(fingerprint):
+            raise InputError(f"{path}: the checkpoint was trained with another text encoder than {model_name!r}; "
+                             "resume with the same --model")
+        if self.step > steps:
+            raise InputError(f"{path}: the checkpoint is at step {self.step}, past --steps {steps}")
+
+    def check_images(self, path: Path, images: list[list[str]]) -> None:
+        if self.images != images:
+            raise InputError(f"{path}: the reference images changed since the checkpoint was written; resume with "
+                             "the same images, or --force to start over")

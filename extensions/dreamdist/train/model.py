@@ -1,0 +1,147 @@
+"""The frozen diffusion model as training sees it: loaded without unused parts, never trained.
+
+Owns what depends on the model rather than on the method: device and precision, the noise
+scheduler and its prediction target, the native resolution, the VAE latents of the reference
+images and the text encoder's fingerprint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import warnings
+from typing import Any, Iterator
+
+import torch
+
+from dreamdist.compat import autocast
+from dreamdist.distfile import Fingerprint
+from dreamdist.encoder import SoftPromptEncoder
+from dreamdist.errors import InputError
+from dreamdist.runtime import load_pipeline, native_resolution, pick_device, precision_name, resolve_dtype
+from dreamdist.train.config import SettingError
+from dreamdist.train.outcome import TrainingDiverged
+
+VAE_CHUNK = 8  # images per VAE encoder call while caching latents
+PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
+PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+
+
+def resolve_precision(device: str | torch.device | None, precision: str) -> tuple[torch.device, torch.dtype]:
+    """The device and weight dtype of a run; "auto" on CUDA is bf16 where supported (no loss scaling
+    needed), else fp16."""
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    auto_cuda = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp16"
+    return dev, resolve_dtype(precision, dev, auto_cuda=auto_cuda)
+
+
+class FrozenModel:
+    """A Stable-Diffusion-style pipeline prepared for training soft prompts: every weight frozen,
+    a DDPM scheduler for the forward process, the text encoder wrapped for soft prompts."""
+
+    def __init__(self, pipe: Any, name: str, device: torch.device, dtype: torch.dtype) -> None:
+        from diffusers import DDPMScheduler  # here: importing diffusers costs seconds; --help stays fast
+
+        for part in PARTS:
+            if getattr(pipe, part, None) is None:
+                raise InputError(f"model {name!r} has no {part}; dreamdist trains on Stable-Diffusion-style "
+                                 "text-to-image pipelines (e.g. stabilityai/stable-diffusion-2-1)")
+        for module in (pipe.unet, pipe.vae, pipe.text_encoder):
+            module.requires_grad_(False).eval()
+        self.pipe = pipe
+        self.name = name
+        self.device = device
+        self.dtype = dtype
+        self.encoder = SoftPromptEncoder(pipe.tokenizer, pipe.text_encoder)
+        self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
+        self.prediction_type: str = self.noise_scheduler.config.prediction_type
+        if self.prediction_type not in PREDICTION_TYPES:
+            raise InputError(f"model {name!r}: unsupported prediction_type {self.prediction_type!r} "
+                             "(dreamdist trains epsilon, v_prediction and sample models)")
+        vae_config = pipe.vae.config
+        self._scaling = float(getattr(vae_config, "scaling_factor", 1.0) or 1.0)
+        self._shift = float(getattr(vae_config, "shift_factor", 0.0) or 0.0)
+
+    @classmethod
+    def load(cls, model: Any, device: str | torch.device | None, precision: str,
+             name: str | None = None) -> "FrozenModel":
+        """``model``: a diffusers folder or hub id (loaded on ``device`` at ``precision``), or an
+        already loaded pipeline (used as is: its device and dtype; its weights are never changed)."""
+        dev, dtype = resolve_precision(device, precision)  # checked even for a loaded pipeline
+        if isinstance(model, (str, os.PathLike)):
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", category=FutureWarning)
+                pipe = load_pipeline(model, dev, dtype)
+            return cls(pipe, name or str(model), dev, dtype)
+        default = str(getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "")
+                      or type(model).__name__)
+        return cls(model, name or default, torch.device(getattr(model, "device", dev)), model.unet.dtype)
+
+    @property
+    def precision(self) -> str:
+        return precision_name(self.dtype)
+
+    @functools.cached_property
+    def fingerprint(self) -> Fingerprint:
+        """Computed once: the text encoder is frozen, and hashing its embedding table is not free."""
+        return Fingerprint.of(self.pipe.text_encoder)
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return autocast(self.device.type, self.dtype)
+
+    def training_resolution(self, requested: int | None) -> int:
+        """``requested`` or the model's native resolution; it must suit the UNet's down-sampling."""
+        native, multiple = native_resolution(self.pipe)
+        resolution = int(requested or native)
+        if resolution % multiple:
+            raise SettingError("resolution", f"{{name}} {resolution} must be a multiple of {multiple} for this "
+                               f"model (its native resolution is {native})")
+        return resolution
+
+    @torch.no_grad()
+    def encode_latents(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and std (N, C, h, w) of the VAE latent distribution of each image, float32 on the
+        device: computed once, a latent is drawn from them per step."""
+        vae = self.pipe.vae
+        means, stds = [], []
+        for start in range(0, pixels.shape[0], VAE_CHUNK):
+            chunk = pixels[start:start + VAE_CHUNK].to(self.device, vae.dtype)
+            with self.autocast():
+                dist = vae.encode(chunk).latent_dist
+            means.append(dist.mean.float())
+            stds.append(dist.std.float())
+        mean, std = torch.cat(means), torch.cat(stds)
+        if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
+            raise TrainingDiverged(f"the VAE produced NaN/inf latents at {self.precision}; "
+                                   "try --precision fp32 or bf16")
+        return mean, std
+
+    def scaled_latents(self, mean: torch.Tensor, std: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """A draw from the cached latent distributions, in the UNet's latent scale."""
+        latents = (mean + std * eps) * self._scaling
+        if self._shift:
+            latents = latents - self._shift * self._scaling
+        return latents
+
+    def target(self, latents: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """What the UNet should predict, per the scheduler's ``prediction_type``."""
+        if self.prediction_type == "epsilon":
+            return noise
+        if self.prediction_type == "v_prediction":
+            return self.noise_scheduler.get_velocity(latents, noise, timesteps)
+        return latents
+
+    @contextlib.contextmanager
+    def unet_checkpointing(self, enabled: bool) -> Iterator[None]:
+        """Gradient checkpointing of the UNet for the block, then as it was (a caller's pipeline is
+        left as it was given)."""
+        unet = self.pipe.unet
+        switch = enabled and not getattr(unet, "is_gradient_checkpointing", False)
+        if switch:
+            unet.enable_gradient_checkpointing()
+        try:
+            yield
+        finally:
+            if switch:
+                unet.disable_gradient_checkpointing()
