@@ -36,12 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# Runs from a checkout without installing the package too.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "extensions"))
-
-from dreamdist.tiny_model import write_tokenizer  # noqa: E402
-from dreamdist.toy.classify import classify  # noqa: E402
-from dreamdist.toy.shapes import BACKGROUNDS, COLOURS, SHAPES, caption_for, make_dataset  # noqa: E402
+from dreamdist.tiny_model import write_tokenizer
+from dreamdist.toy.classify import classify
+from dreamdist.toy.shapes import BACKGROUNDS, COLOURS, SHAPES, caption_for, make_dataset
 
 TEXT_HIDDEN = 64
 
@@ -254,7 +251,8 @@ def train_denoiser(unet, text_encoder, scheduler, latent_mean, latent_std, specs
         running += per_sample.mean().item()
         if (step + 1) % 100 == 0 or step == args.steps - 1:
             k = (step % 100) + 1
-            log(f"denoiser step {step + 1:5d}/{args.steps}  eps-mse {running / k:.4f}  lr {sched.get_last_lr()[0]:.2e}", t0)
+            lr = sched.get_last_lr()[0]
+            log(f"denoiser step {step + 1:5d}/{args.steps}  eps-mse {running / k:.4f}  lr {lr:.2e}", t0)
             running = 0.0
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     ema.copy_to([ema_unet, ema_text])
@@ -303,7 +301,8 @@ def plain_captions() -> list[tuple[str, str, str]]:
 
 
 @torch.no_grad()
-def evaluate(model_dir: Path, per_caption: int, seed: int, guidance: float, steps: int, grid: Path | None = None) -> dict:
+def evaluate(model_dir: Path, per_caption: int, seed: int, guidance: float, steps: int,
+             grid: Path | None = None) -> dict:
     """Sample every plain caption ``per_caption`` times; share with the asked colour/shape/both."""
     from diffusers import StableDiffusionPipeline
 
@@ -343,7 +342,8 @@ def evaluate(model_dir: Path, per_caption: int, seed: int, guidance: float, step
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", type=Path, default=Path("extensions/dreamdist/toy_model"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results depend on it)")
@@ -398,7 +398,8 @@ def main(argv=None) -> int:
     n_text = sum(p.numel() for p in text_encoder.parameters())
     log(f"UNet {n_unet / 1e6:.2f}M, text encoder {n_text / 1e6:.2f}M params; {len(captions.texts)} captions", t0)
     scheduler = build_scheduler()
-    unet, text_encoder = train_denoiser(unet, text_encoder, scheduler, latent_mean, latent_std, specs, captions, args, t0)
+    unet, text_encoder = train_denoiser(unet, text_encoder, scheduler, latent_mean, latent_std, specs, captions,
+                                        args, t0)
 
     train_seconds = time.time() - t0
     info = {
