@@ -9,6 +9,11 @@ each stand-in still starts a Python interpreter, which is the overhead that show
 
     python scripts/bench_batch.py                 # 8 assets of 5 s each per slot count
     python scripts/bench_batch.py --seconds 5 --assets 16 --slots 1,2,4,8 --export
+    python scripts/bench_batch.py --kill-latency 10   # runner SIGKILL -> its launch.py tree gone (ms)
+
+--kill-latency N starts a real runner process N times per stage (training, export), SIGKILLs it while
+the stand-in runs (with a worker child, like a DataLoader worker), and times until launch.py and its
+worker are both gone (polling /proc every 0.5 ms).
 """
 
 from __future__ import annotations
@@ -16,8 +21,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import json
 import os
 import shutil
+import signal
+import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -54,13 +63,70 @@ def run_once(work: Path, slots: int, assets: int, export: bool) -> float:
     return wall
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(") ")[-1][0] != "Z"  # a zombie is dead for our purposes
+    except OSError:
+        return False
+
+
+def kill_latency(work: Path, stage: str, runs: int) -> list[float]:
+    """Seconds from the runner's SIGKILL until the stand-in launch.py and its worker are gone."""
+    root = work / "threestudio"
+    if not root.exists():
+        (root / "custom").mkdir(parents=True)
+        shutil.copy(STANDIN, root / "launch.py")
+        (work / "bench.safetensors").write_bytes(b"stand-in")
+    out = []
+    for i in range(runs):
+        log = work / f"kill-{stage}-{i}.jsonl"
+        env = {**os.environ, "STANDIN_LAUNCH_LOG": str(log), "STANDIN_LAUNCH_WORKER": "1",
+               "STANDIN_LAUNCH_SECONDS": "60" if stage == "train" else "0.1",
+               "STANDIN_LAUNCH_TEST_SECONDS": "0.01", "STANDIN_LAUNCH_EXPORT_SECONDS": "60"}
+        args = ["--threestudio", str(root), "--config", str(CONFIG), "--distribution", str(work / "bench.safetensors"),
+                "--seeds", "0", "--out", str(work / f"kill-{stage}-{i}"), "--no-progress", "--export"]
+        runner = subprocess.Popen([sys.executable, "-m", "dreamdist.batch", *args], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        rec = None
+        while rec is None and time.monotonic() < deadline:
+            lines = log.read_text().splitlines() if log.exists() else []
+            recs = [json.loads(line) for line in lines if line.strip()]
+            rec = next((r for r in recs if r["event"] == "start" and r["mode"] == stage), None)
+            time.sleep(0.01)
+        if rec is None:
+            runner.kill()
+            sys.exit(f"kill-latency: the {stage} stage never started")
+        time.sleep(0.3)  # let it get going
+        pids = [rec["pid"], rec["worker_pid"]]
+        t0 = time.perf_counter()
+        runner.send_signal(signal.SIGKILL)
+        while any(_alive(p) for p in pids) and time.perf_counter() - t0 < 30:
+            time.sleep(0.0005)
+        out.append(time.perf_counter() - t0)
+        runner.wait()
+        if any(_alive(p) for p in pids):
+            sys.exit(f"kill-latency: launch.py or its worker outlived the runner by 30 s ({pids})")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=5.0, help="stand-in training time per asset")
     parser.add_argument("--assets", type=int, default=8, help="assets per slot count")
     parser.add_argument("--slots", default="1,2,4", help="slot counts to measure")
     parser.add_argument("--export", action="store_true", help="also run the export step and the GLB conversion")
+    parser.add_argument("--kill-latency", type=int, default=0, metavar="N",
+                        help="instead: time runner SIGKILL -> launch.py tree gone, N times per stage")
     args = parser.parse_args()
+    if args.kill_latency:
+        with tempfile.TemporaryDirectory(prefix="dreamdist-bench-") as tmp:
+            for stage in ("train", "export"):
+                ms = [t * 1000 for t in kill_latency(Path(tmp), stage, args.kill_latency)]
+                print(f"runner SIGKILL during {stage:<6} -> launch.py + worker gone: "
+                      f"median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms over {len(ms)} run(s)")
+        return
     os.environ["STANDIN_LAUNCH_SECONDS"] = str(args.seconds)
     os.environ.setdefault("STANDIN_LAUNCH_EXPORT_SECONDS", "0.1")
     slot_counts = [int(s) for s in args.slots.split(",")]

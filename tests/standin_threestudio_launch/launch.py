@@ -11,20 +11,29 @@ threestudio/utils/config.py, systems/base.py, utils/saving.py, models/exporters/
   * must run with the threestudio root as working directory (the real one lists ./custom)
   * config: OmegaConf YAML merged with the key=value overrides, threestudio's resolvers registered
   * trial dir: {exp_root_dir}/{name}/{tag}[@timestamp unless use_timestamp=false]
-  * --train writes TRIAL/configs/parsed.yaml, TRIAL/ckpts/last.ckpt, TRIAL/cmd.txt, TRIAL/save/
+  * --train (trainer.fit, then trainer.test) writes TRIAL/cmd.txt, TRIAL/configs/parsed.yaml (at fit
+    start), checkpoints in TRIAL/ckpts/ named as Lightning's ModelCheckpoint(dirpath=TRIAL/ckpts,
+    **cfg.checkpoint) names them (see ModelCheckpoint below: next to a stale last.ckpt it writes
+    last-v1.ckpt), then TRIAL/save/it{step}-test/; with resume=CKPT it goes on from CKPT's step
+  * SIGTERM is handled as Lightning's _SignalConnector does: it only sets a flag; training and testing
+    stop at the next step and exit 0, --export (trainer.predict) never reads it and runs to its end
   * --export (resume=TRIAL/ckpts/last.ckpt system.exporter_type=mesh-exporter) writes
     TRIAL/save/it{global_step}-export/model.obj + model.mtl + texture_kd.jpg (fmt obj-mtl, the default)
     or model.obj with vertex colours (system.exporter.fmt=obj), in threestudio's exact OBJ/MTL text
   * CUDA_VISIBLE_DEVICES, if set, wins over --gpu (as in the real one)
 
 Not mirrored: no training happens; the "mesh" is a textured ellipsoid whose size depends on the seed;
-last.ckpt is a small JSON file, not a torch checkpoint.
+checkpoints are small zip archives holding JSON (torch.save's format is a zip archive too), not
+torch checkpoints.
 
 Controls for tests (environment variables):
-  STANDIN_LAUNCH_SECONDS         how long --train takes (default 0.2)
+  STANDIN_LAUNCH_SECONDS         how long --train takes for all trainer.max_steps (default 0.2)
+  STANDIN_LAUNCH_TEST_SECONDS    how long trainer.test after training takes (default 0.05)
+  STANDIN_LAUNCH_WORKER          "1": --train/--export start a worker process (like a DataLoader
+                                 worker) in launch.py's process group; its pid is logged as worker_pid
   STANDIN_LAUNCH_EXPORT_SECONDS  how long --export takes (default 0.05)
   STANDIN_LAUNCH_FAIL_SEEDS      comma-separated seeds whose --train exits 1
-  STANDIN_LAUNCH_FAIL_ONCE_SEEDS seeds whose first --train in a trial dir exits 1, later ones succeed
+  STANDIN_LAUNCH_FAIL_ONCE_SEEDS seeds whose first --train (per tag) exits 1, later ones succeed
   STANDIN_LAUNCH_EMPTY_MESH      "1": --export writes an OBJ with no faces
   STANDIN_LAUNCH_LOG             append a JSON line when an invocation starts and one when it succeeds
                                  (event, mode, seed, CUDA_VISIBLE_DEVICES, pid, times)
@@ -33,10 +42,14 @@ Controls for tests (environment variables):
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 
@@ -102,6 +115,199 @@ def _sleep(seconds: float, what: str) -> None:
             print(f"[standin] {what} ...", flush=True)
 
 
+# ------------------------------------------------------------------ Lightning, as threestudio uses it
+
+_SIGTERM = {"received": False}
+
+
+def _connect_sigterm() -> None:
+    """lightning.pytorch.trainer.connectors.signal_connector._SignalConnector (read in 2.0.0 and 2.6.0),
+    registered by every trainer.fit/test/predict: on SIGTERM it logs and sets `received_sigterm`,
+    nothing else. The fit and evaluation loops then raise SIGTERMException, a SystemExit without a
+    code (exit status 0); the prediction loop (launch.py --export) never looks at the flag."""
+    def notify(signum, frame):  # noqa: ARG001
+        print(f"[standin] Received SIGTERM: {signum}", flush=True)
+        _SIGTERM["received"] = True
+
+    signal.signal(signal.SIGTERM, notify)
+
+
+def _check_sigterm() -> None:
+    if _SIGTERM["received"]:
+        raise SystemExit  # SIGTERMException
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Lightning writes torch.save's bytes into the file in place (not atomically); torch.save's
+    format is a zip archive."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("archive/data.json", json.dumps(state))
+    with open(path, "wb") as fh:
+        fh.write(buf.getvalue())
+
+
+def load_checkpoint(path: str) -> dict:
+    """torch.load: a torn or foreign file raises."""
+    with zipfile.ZipFile(path) as zf:
+        return json.loads(zf.read("archive/data.json"))
+
+
+class ModelCheckpoint:
+    """The file naming of lightning.pytorch.callbacks.ModelCheckpoint (read in 2.0.0 and 2.6.0; the
+    version counter for last.ckpt exists since 1.7), which threestudio's launch.py builds as
+    ModelCheckpoint(dirpath=TRIAL/ckpts, **cfg.checkpoint):
+      * no monitor: one "epoch={E}-step={S}.ckpt" per save (default filename "{epoch}-{step}", metric
+        names inserted with "="), the previous one removed if save_top_k == 1; and last.ckpt if save_last;
+      * a file that exists and is not this callback's own previous one is never overwritten: "-v1",
+        "-v2", ... is appended (STARTING_VERSION 1), e.g. last-v1.ckpt next to a stale last.ckpt
+        (_get_metric_interpolated_filepath_name, _save_last_checkpoint);
+      * trainer.fit(ckpt_path=...) restores last_model_path when the checkpoint holds a state under this
+        callback's state_key (its trigger settings) and the same dirpath (load_state_dict), so a run
+        resumed with the same settings overwrites its own last.ckpt; other settings give last-v1.ckpt;
+      * saves every every_n_train_steps steps; with no trigger set, once per epoch (here: at the end);
+      * Lightning 2.0-2.5 also write last.ckpt at every validation (threestudio: every
+        trainer.val_check_interval steps), so an interrupted training leaves a recent last.ckpt; 2.6 does
+        not (PR #21244). STANDIN_LIGHTNING_LAST_AT_VALIDATION=0 gives 2.6's behaviour.
+    """
+
+    def __init__(self, dirpath: str | Path, save_last: bool | None = None, save_top_k: int = 1,
+                 every_n_train_steps: int | None = None, **_) -> None:
+        self.dirpath = os.path.realpath(dirpath)
+        self.save_last, self.save_top_k = save_last, save_top_k
+        self.every_n_train_steps = every_n_train_steps or 0
+        self.last_model_path = self.best_model_path = ""
+        self.last_global_step_saved = -1
+
+    @property
+    def state_key(self) -> str:
+        """Callback._generate_state_key(monitor, mode, every_n_train_steps, every_n_epochs, ...)."""
+        every_n_epochs = 0 if self.every_n_train_steps else 1
+        return "ModelCheckpoint" + repr({"monitor": None, "mode": "min",
+                                         "every_n_train_steps": self.every_n_train_steps,
+                                         "every_n_epochs": every_n_epochs, "train_time_interval": None})
+
+    def state_dict(self) -> dict:
+        return {"dirpath": self.dirpath, "last_model_path": self.last_model_path,
+                "best_model_path": self.best_model_path}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get("dirpath", self.dirpath) == self.dirpath:
+            self.last_model_path = state.get("last_model_path", self.last_model_path)
+        self.best_model_path = state["best_model_path"]
+
+    def _versioned(self, name: str, own: str) -> str:
+        path, ver = os.path.join(self.dirpath, name + ".ckpt"), 1
+        while os.path.exists(path) and path != own:
+            path, ver = os.path.join(self.dirpath, f"{name}-v{ver}.ckpt"), ver + 1
+        return path
+
+    def save(self, epoch: int, step: int, write, last_only: bool = False) -> list[str]:
+        """Save the top-k and last files; `write(path)` writes one (the state includes ours)."""
+        if step == self.last_global_step_saved:  # _should_skip_saving_checkpoint
+            return []
+        self.last_global_step_saved = step
+        os.makedirs(self.dirpath, exist_ok=True)
+        written = []
+        if self.save_top_k != 0 and not last_only:
+            path = self._versioned(f"epoch={epoch}-step={step}", "")
+            previous, self.best_model_path = self.best_model_path, path
+            write(path)
+            written.append(path)
+            if self.save_top_k == 1 and previous and previous != path and os.path.exists(previous):
+                os.remove(previous)
+        if self.save_last:
+            path = self._versioned("last", self.last_model_path)
+            previous, self.last_model_path = self.last_model_path, path
+            write(path)
+            written.append(path)
+            if previous and previous != path and os.path.exists(previous):
+                os.remove(previous)
+        return written
+
+
+_WORKER: list[subprocess.Popen] = []
+
+
+def _start_worker() -> int | None:
+    """A child like a DataLoader worker: it dies with launch.py's process group, not with launch.py."""
+    if os.environ.get("STANDIN_LAUNCH_WORKER") != "1":
+        return None
+    _WORKER.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"]))
+    return _WORKER[-1].pid
+
+
+def _train(cfg, trial: Path, run: dict, record: dict) -> int:
+    """trainer.fit(system, ckpt_path=cfg.resume) then trainer.test(system), as launch.py --train does."""
+    from omegaconf import OmegaConf
+
+    checkpoint_cfg = OmegaConf.to_container(cfg.checkpoint) if "checkpoint" in cfg else {}
+    callback = ModelCheckpoint(trial / "ckpts", **(checkpoint_cfg or {}))
+    step = 0
+    if cfg.resume is not None:  # restores the step and the callback state
+        resumed = load_checkpoint(cfg.resume)
+        step = int(resumed["global_step"])
+        if callback.state_key in resumed["callbacks"]:
+            callback.load_state_dict(resumed["callbacks"][callback.state_key])
+    _connect_sigterm()
+    (trial / "cmd.txt").write_text("python " + " ".join(sys.argv) + "\n" + str(run["args"]) + "\n")
+    (trial / "configs").mkdir(parents=True, exist_ok=True)  # ConfigSnapshotCallback.on_fit_start
+    OmegaConf.save(cfg, trial / "configs" / "parsed.yaml")
+    (trial / "save").mkdir(parents=True, exist_ok=True)
+    max_steps = int(OmegaConf.select(cfg, "trainer.max_steps", default=0) or 1)
+    marker = Path(cfg.exp_root_dir) / f".standin-failed-once-{cfg.tag}"
+    fail = cfg.seed in _seeds("STANDIN_LAUNCH_FAIL_SEEDS") or (
+        cfg.seed in _seeds("STANDIN_LAUNCH_FAIL_ONCE_SEEDS") and not marker.exists())
+    written: list[str] = []
+    record["checkpoints"] = written
+
+    def save(at: int, last_only: bool = False) -> None:
+        state = {"epoch": 0, "global_step": at, "run": {"pid": run["pid"], "start": run["start"]}}
+        written.extend(callback.save(0, at, lambda p: save_checkpoint(
+            p, {**state, "callbacks": {callback.state_key: callback.state_dict()}}), last_only))
+
+    val_every = OmegaConf.select(cfg, "trainer.val_check_interval", default=None)
+    if not isinstance(val_every, int) or os.environ.get("STANDIN_LIGHTNING_LAST_AT_VALIDATION") == "0":
+        val_every = 0
+
+    per_step = float(os.environ.get("STANDIN_LAUNCH_SECONDS", "0.2")) / max_steps
+    first, t0, ticks = step, time.monotonic(), 0
+    while step < max_steps:
+        time.sleep(min(0.02, max(0.0, t0 + per_step * (max_steps - first) - time.monotonic())))
+        ticks += 1
+        if ticks % 10 == 0:
+            print(f"[standin] training step {step}/{max_steps} ...", flush=True)
+        _check_sigterm()
+        new = min(max_steps, first + int((time.monotonic() - t0) / per_step) if per_step > 0 else max_steps)
+        if fail and new >= max_steps // 2:
+            marker.touch()
+            print("Traceback (most recent call last):\n  ...\nRuntimeError: [standin] CUDA out of memory "
+                  "(simulated failure)", file=sys.stderr, flush=True)
+            return 1
+        n = callback.every_n_train_steps
+        events = [(k * n, False) for k in range(step // n + 1, new // n + 1)] if n else []
+        if val_every and callback.save_last:  # on_validation_end, after that step's on_train_batch_end
+            events += [(k * val_every, True) for k in range(step // val_every + 1, new // val_every + 1)]
+        for at, last_only in sorted(events):
+            save(at, last_only)
+        step = new
+    if not callback.every_n_train_steps and step > first:
+        save(step)
+    record["global_step"] = step
+    _SIGTERM["received"] = False  # trainer.test registers the handler afresh
+    _connect_sigterm()
+    test_dir = trial / "save" / f"it{step}-test"
+    test_dir.mkdir(parents=True, exist_ok=True)
+    end = time.monotonic() + float(os.environ.get("STANDIN_LAUNCH_TEST_SECONDS", "0.05"))
+    while time.monotonic() < end:
+        time.sleep(min(0.02, max(0.0, end - time.monotonic())))
+        if time.monotonic() < end:  # the evaluation loop does not stop before its last batch
+            _check_sigterm()
+    (test_dir / "0.png").write_bytes(b"")
+    print(f"[standin] Test results saved to {trial / 'save'}", flush=True)
+    return 0
+
+
 def main(args: argparse.Namespace, extras: list[str]) -> int:
     from omegaconf import OmegaConf
 
@@ -114,7 +320,9 @@ def main(args: argparse.Namespace, extras: list[str]) -> int:
     mode = "train" if args.train else "export" if args.export else "validate" if args.validate else "test"
     record = {"mode": mode, "seed": int(cfg.seed), "tag": cfg.tag, "trial_dir": str(trial), "pid": os.getpid(),
               "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "gpu_arg": args.gpu,
-              "start": time.time()}
+              "start": time.time(), "resume": cfg.resume}
+    if args.train or args.export:
+        record["worker_pid"] = _start_worker()
     print(f"[standin] {mode} seed={cfg.seed} trial_dir={trial} gpus={gpus}", flush=True)
     log = os.environ.get("STANDIN_LAUNCH_LOG")
     if log:
@@ -126,22 +334,9 @@ def main(args: argparse.Namespace, extras: list[str]) -> int:
         return 1
 
     if args.train:
-        _sleep(float(os.environ.get("STANDIN_LAUNCH_SECONDS", "0.2")), "training")
-        marker = trial / ".standin-failed-once"
-        if cfg.seed in _seeds("STANDIN_LAUNCH_FAIL_SEEDS") or (
-                cfg.seed in _seeds("STANDIN_LAUNCH_FAIL_ONCE_SEEDS") and not marker.exists()):
-            marker.touch()
-            print("Traceback (most recent call last):\n  ...\nRuntimeError: [standin] CUDA out of memory "
-                  "(simulated failure)", file=sys.stderr, flush=True)
-            return 1
-        (trial / "configs").mkdir(parents=True, exist_ok=True)
-        (trial / "ckpts").mkdir(parents=True, exist_ok=True)
-        (trial / "save").mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, trial / "configs" / "parsed.yaml")
-        steps = int(OmegaConf.select(cfg, "trainer.max_steps", default=0) or 0)
-        (trial / "ckpts" / "last.ckpt").write_text(json.dumps({"epoch": 0, "global_step": steps,
-                                                                "standin": True}))
-        (trial / "cmd.txt").write_text("python " + " ".join(sys.argv) + "\n" + str(args) + "\n")
+        code = _train(cfg, trial, {"pid": record["pid"], "start": record["start"], "args": args}, record)
+        if code:
+            return code
     elif args.export:
         if cfg.resume is None or not os.path.exists(cfg.resume):
             print(f"[standin] FileNotFoundError: checkpoint {cfg.resume}", file=sys.stderr)
@@ -150,7 +345,10 @@ def main(args: argparse.Namespace, extras: list[str]) -> int:
         if exporter != "mesh-exporter":
             print(f"[standin] exporter {exporter} writes no mesh", file=sys.stderr)
             return 1
-        step = json.loads(Path(cfg.resume).read_text())["global_step"]
+        state = load_checkpoint(cfg.resume)
+        step = state["global_step"]
+        record["checkpoint_run"] = state.get("run")  # which --train invocation wrote it
+        _connect_sigterm()  # trainer.predict: the flag is never read, the export runs to its end
         _sleep(float(os.environ.get("STANDIN_LAUNCH_EXPORT_SECONDS", "0.05")), "exporting")
         # mesh_exporter.py sits next to this file; tests that copy launch.py alone into a fake threestudio
         # root find it in the checkout the (editable) dreamdist install comes from
@@ -169,6 +367,9 @@ def main(args: argparse.Namespace, extras: list[str]) -> int:
         out = write_mesh_export(trial / "save" / f"it{step}-export", seed=int(cfg.seed), **settings,
                                 empty=os.environ.get("STANDIN_LAUNCH_EMPTY_MESH") == "1")
         print(f"[standin] Export assets saved to {out.parent}", flush=True)
+    for worker in _WORKER:  # a finished launch.py shuts its workers down
+        worker.terminate()
+        worker.wait()
     if log:
         record["end"] = time.time()
         with open(log, "a") as fh:

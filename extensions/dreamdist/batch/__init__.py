@@ -6,7 +6,8 @@ its own environment. Modules, one job each:
   seeds     parse "0-199,300" and "0,1,2,3"
   manifest  manifest.jsonl, the append-only source of truth that makes re-runs resume
   jobs      the exact threestudio command lines, and running one seed (train, export, GLB)
-  process   child processes that die with the runner and stop cleanly on Ctrl-C
+  attempts  per-seed lock and state: which checkpoint an attempt wrote, resume or start clean
+  process   child processes (whole trees) that die with the runner and stop cleanly on Ctrl-C
   backends  local GPU slots (a thread per slot) or an existing Ray cluster
   runner    the loop: resume, queue, retries, progress bar, summary
 """

@@ -1,7 +1,7 @@
 """Where jobs run: local GPU slots, or an existing Ray cluster.
 
 Both expose the same small interface to the runner: `capacity()` (how many more jobs it takes now),
-`submit(seed, attempt, skip_train)` (returns the manifest status to record: "running" or
+`submit(seed, attempt)` (returns the manifest status to record: "running" or
 "submitted"), `wait(timeout)` (finished JobResults), and `stop()` (stop everything in flight and
 return their results as interrupted).
 
@@ -10,7 +10,8 @@ GPU: a queue over seeds and a list of free GPUs; nothing more elaborate is neede
 Ray: each attempt is one task (num_gpus=1 by default) on an existing cluster, which does the
 placement, so no home-made scheduler; Ray sets CUDA_VISIBLE_DEVICES for the task and launch.py
 inherits it. --out, the threestudio checkout, the config and the distribution must be on a
-filesystem every node sees, at the same paths, and dreamdist must be importable on every node.
+filesystem every node sees, at the same paths (with working flock for OUT/seeds/*.lock, e.g. NFSv4),
+and dreamdist must be importable on every node.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ class Backend(Protocol):
 
     def capacity(self) -> int: ...
 
-    def submit(self, seed: int, attempt: int, skip_train: bool) -> dict[str, Any]: ...
+    def submit(self, seed: int, attempt: int) -> dict[str, Any]: ...
 
     def wait(self, timeout: float) -> list[JobResult]: ...
 
@@ -55,9 +56,9 @@ class LocalBackend:
     def capacity(self) -> int:
         return len(self.free)
 
-    def submit(self, seed: int, attempt: int, skip_train: bool) -> dict[str, Any]:
+    def submit(self, seed: int, attempt: int) -> dict[str, Any]:
         gpu = self.free.pop(0)
-        fut = self.pool.submit(run_job, self.spec, seed, attempt, gpu, skip_train, self.stop_event)
+        fut = self.pool.submit(run_job, self.spec, seed, attempt, gpu, self.stop_event)
         self.futures[fut] = (seed, attempt, gpu)
         return {"status": "running", "gpu": gpu}
 
@@ -90,13 +91,13 @@ class LocalBackend:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _ray_job(spec: BatchSpec, seed: int, attempt: int, skip_train: bool) -> JobResult:
+def _ray_job(spec: BatchSpec, seed: int, attempt: int) -> JobResult:
     """Runs inside a Ray worker: the GPU(s) Ray assigned become the job's CUDA_VISIBLE_DEVICES."""
     import ray
 
     ids = ray.get_gpu_ids()
     gpu = ",".join(str(i) for i in ids) if ids else None
-    return run_job(spec, seed, attempt, gpu, skip_train)
+    return run_job(spec, seed, attempt, gpu)
 
 
 class RayBackend:
@@ -136,8 +137,8 @@ class RayBackend:
             return 1 << 30
         return max(0, self.max_in_flight - len(self.refs))
 
-    def submit(self, seed: int, attempt: int, skip_train: bool) -> dict[str, Any]:
-        ref = self.task.remote(self.spec, seed, attempt, skip_train)
+    def submit(self, seed: int, attempt: int) -> dict[str, Any]:
+        ref = self.task.remote(self.spec, seed, attempt)
         self.refs[ref] = (seed, attempt)
         return {"status": "submitted", "gpu": None}
 
@@ -162,7 +163,7 @@ class RayBackend:
     def stop(self) -> list[JobResult]:
         results = self.wait(0) if self.refs else []  # keep what finished meanwhile
         for ref, (seed, attempt) in list(self.refs.items()):
-            # force=True kills the worker; the job's launch.py dies with it (PR_SET_PDEATHSIG)
+            # force=True kills the worker; the job's guard then SIGKILLs its launch.py tree (process.py)
             self.ray.cancel(ref, force=True)
             results.append(_interrupted(self.spec, seed, attempt))
         self.refs.clear()

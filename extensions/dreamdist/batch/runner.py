@@ -1,11 +1,15 @@
 """The batch loop: read the manifest, queue what is left, run it on a backend, retry failures,
 record every state change, show progress, and stop cleanly on Ctrl-C.
 
-Resume rules (the manifest's last record per seed decides):
+Resume rules (the manifest's last record per seed decides whether a seed runs; the seed's state
+file OUT/seeds/<tag>.json decides how, see attempts.py):
   done         skipped (re-run with --export after a run without: export only, no retraining)
-  failed       run again, up to 1 + --retries attempts in this invocation; if the failure came
-               after training finished (export or GLB step), only the export is redone
-  interrupted, running, submitted (the runner died mid-job)   run again from the start
+  failed       run again, up to 1 + --retries attempts in this invocation; if training had finished
+               (the failure was in the export or GLB step), only the export is redone
+  interrupted, running, submitted (the runner died mid-job)   run again: export only if its training
+               had finished, else training resumes the interrupted attempt's checkpoint (same
+               settings; --no-resume: from an empty trial folder)
+  lock         another runner holds the seed: reported failed, not retried
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import threading
 import time
 from typing import Any, Callable, TextIO
 
-from dreamdist.batch.jobs import BatchSpec, JobResult
+from dreamdist.batch.jobs import BatchSpec, JobResult, plan_training
 from dreamdist.batch.manifest import ACTIVE, Manifest, check_same_batch
 from dreamdist.batch.process import shell_line
 from dreamdist.batch.seeds import format_seeds
@@ -50,8 +54,8 @@ def plan(spec: BatchSpec, seeds: list[int], records: list[dict[str, Any]]) -> Pl
             done.append(seed)
             continue
         todo.append(seed)
-        # training is only trusted as finished when a record says so (a crash mid-export says nothing)
-        skip[seed] = bool(rec is not None and rec.get("status") in ("done", "failed") and rec.get("trained"))
+        # finished training is trusted from the seed's state file (checkpoint unchanged, same settings)
+        skip[seed] = plan_training(spec, seed)[0] is not None
     return Plan(todo=todo, skip_train=skip, already_done=done,
                 next_attempt={s: attempts[s] + 1 for s in seeds})
 
@@ -110,11 +114,19 @@ def dry_run(spec: BatchSpec, seeds: list[int], gpus: list[str] | None, out: Text
         print("# GPUs shown in start order; at run time each job takes the next free GPU", file=out)
     for i, seed in enumerate(p.todo):
         env = {"CUDA_VISIBLE_DEVICES": gpus[i % len(gpus)]} if gpus else {}
+        trained, resume = plan_training(spec, seed)
         print(f"\n# seed {seed}: trial {spec.trial_dir(seed)}", file=out)
-        if not p.skip_train[seed]:
-            print(shell_line(spec.train_command(seed), spec.threestudio, env), file=out)
+        if trained is not None:
+            print(f"# training finished earlier: export only, from {trained.path}", file=out)
+        else:
+            if resume is not None:
+                print(f"# resumes the interrupted attempt from {resume}", file=out)
+            elif spec.trial_dir(seed).exists():
+                print("# fresh start: the trial folder left by an earlier attempt is removed first", file=out)
+            print(shell_line(spec.train_command(seed, resume), spec.threestudio, env), file=out)
         if spec.export:
-            print(shell_line(spec.export_command(seed), spec.threestudio, env), file=out)
+            print(shell_line(spec.export_command(seed, trained.path if trained else None), spec.threestudio, env),
+                  file=out)
             print(shell_line(spec.glb_command(seed)), file=out)
     return 0
 
@@ -160,7 +172,8 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
 
     def handle(res: JobResult, stopping: bool) -> None:
         in_flight.discard(res.seed)
-        will_retry = res.status == "failed" and not stopping and tries[res.seed] < 1 + retries
+        will_retry = (res.status == "failed" and res.stage != "lock" and not stopping
+                      and tries[res.seed] < 1 + retries)
         manifest.append({**res.record(), **({"retry": True} if will_retry else {})})
         if res.status == "done":
             done.append(res)
@@ -196,7 +209,7 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
                     attempt = next_attempt[seed]
                     next_attempt[seed] += 1
                     tries[seed] += 1
-                    info = backend.submit(seed, attempt, skip_train.get(seed, False))
+                    info = backend.submit(seed, attempt)
                     in_flight.add(seed)
                     manifest.append({"seed": seed, "status": info["status"], "attempt": attempt, "gpu": info["gpu"],
                                      "trial_dir": str(spec.trial_dir(seed)), "log": str(spec.log_path(seed, attempt)),

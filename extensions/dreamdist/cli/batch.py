@@ -1,8 +1,10 @@
 """Train many 3D assets from one distribution: one threestudio run per seed (launch.py --train with
 seed=S, then with --export launch.py --export and a GLB per seed), one job per GPU at a time, or
 as tasks on an existing Ray cluster. OUT/manifest.jsonl records every state change; re-running the
-same command resumes (done seeds are skipped, interrupted ones restart, failed ones retry).
-Per-job logs go to OUT/logs/, GLBs to OUT/glb/, threestudio trials to OUT/threestudio/.
+same command resumes (done seeds are skipped, interrupted ones resume their checkpoint, failed ones
+retry from scratch). Each GLB's manifest record names the checkpoint it came from. Per-job logs go to
+OUT/logs/, GLBs to OUT/glb/, threestudio trials to OUT/threestudio/, per-seed state and locks to
+OUT/seeds/. If the runner dies (even by SIGKILL), its launch.py processes die with it.
 
 Example:
   dreamdist batch --threestudio ~/threestudio --config configs/dreamdist-mvdream.yaml \\
@@ -39,6 +41,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--export", action="store_true",
                         help="after training, export each mesh (mesh-exporter) and convert it to OUT/glb/*.glb")
     parser.add_argument("--retries", type=int, default=2, help="extra attempts for a failed seed per run")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="restart interrupted seeds from an empty trial folder instead of resuming their "
+                             "last checkpoint (threestudio resume=)")
     parser.add_argument("--dry-run", action="store_true", help="print the exact commands and exit")
     parser.add_argument("--python", default=None,
                         help="Python of threestudio's environment (default: the one running dreamdist)")
@@ -78,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
     glb = GlbOptions(up=args.up, front=args.front, height=args.height, origin=args.origin,
                      max_faces=args.max_faces, lods=args.lods)
     spec = build_spec(args.threestudio, args.config, args.distribution, args.out, args.overrides,
-                      export=args.export, export_overrides=args.export_set, glb=glb, python=args.python)
+                      export=args.export, export_overrides=args.export_set, glb=glb, python=args.python,
+                      resume_interrupted=not args.no_resume)
     if args.export:
         import trimesh  # noqa: F401 - fail now, not after the first training
 
