@@ -37,14 +37,21 @@ STANDIN = REPO / "tests" / "standin_threestudio_launch" / "launch.py"
 CONFIG = REPO / "configs" / "dreamdist-mvdream.yaml"
 
 
-def run_once(work: Path, slots: int, assets: int, export: bool) -> float:
-    from dreamdist.cli import main
-
+def standin_root(work: Path) -> Path:
+    """A threestudio-shaped folder with the stand-in launch.py (and its exporter) and a distribution beside it."""
     root = work / "threestudio"
     if not root.exists():
         (root / "custom").mkdir(parents=True)
-        shutil.copy(STANDIN, root / "launch.py")
+        for name in ("launch.py", "mesh_exporter.py"):
+            shutil.copy(STANDIN.parent / name, root / name)
         (work / "bench.safetensors").write_bytes(b"stand-in")
+    return root
+
+
+def run_once(work: Path, slots: int, assets: int, export: bool) -> float:
+    from dreamdist.cli import main
+
+    root = standin_root(work)
     out = work / f"out-{slots}"
     args = ["batch", "--threestudio", str(root), "--config", str(CONFIG), "--distribution",
             str(work / "bench.safetensors"), "--seeds", f"0-{assets - 1}", "--gpus",
@@ -73,11 +80,7 @@ def _alive(pid: int) -> bool:
 
 def kill_latency(work: Path, stage: str, runs: int) -> list[float]:
     """Seconds from the runner's SIGKILL until the stand-in launch.py and its worker are gone."""
-    root = work / "threestudio"
-    if not root.exists():
-        (root / "custom").mkdir(parents=True)
-        shutil.copy(STANDIN, root / "launch.py")
-        (work / "bench.safetensors").write_bytes(b"stand-in")
+    root = standin_root(work)
     out = []
     for i in range(runs):
         log = work / f"kill-{stage}-{i}.jsonl"

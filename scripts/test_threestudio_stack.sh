@@ -20,7 +20,7 @@ trap 'rm -rf "$work"' EXIT
 ts="$work/threestudio"  # a stand-in checkout: what the installer needs (launch.py, threestudio/, custom/, configs/)
 mkdir -p "$ts/custom" "$ts/configs"
 cp -r tests/standin_threestudio/threestudio "$ts/threestudio"
-cp tests/standin_threestudio_launch/launch.py "$ts/launch.py"
+cp tests/standin_threestudio_launch/launch.py tests/standin_threestudio_launch/mesh_exporter.py "$ts/"
 
 "$PY" -m pip freeze --all --exclude-editable | sort > "$work/before.txt"
 "$PY" scripts/install_threestudio_extension.py "$ts" --dry-run

@@ -31,7 +31,8 @@ def env(tmp_path, monkeypatch):
     """A threestudio-shaped folder holding the stand-in launch.py, a distribution file, and an --out."""
     root = tmp_path / "threestudio"
     (root / "custom").mkdir(parents=True)
-    shutil.copy(STANDIN, root / "launch.py")
+    for name in ("launch.py", "mesh_exporter.py"):  # the stand-in and its exporter
+        shutil.copy(STANDIN.parent / name, root / name)
     dist = tmp_path / "cats.safetensors"
     dist.write_bytes(b"stand-in distribution")
     launches = tmp_path / "launches.jsonl"

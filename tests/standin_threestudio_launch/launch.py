@@ -350,15 +350,7 @@ def main(args: argparse.Namespace, extras: list[str]) -> int:
         record["checkpoint_run"] = state.get("run")  # which --train invocation wrote it
         _connect_sigterm()  # trainer.predict: the flag is never read, the export runs to its end
         _sleep(float(os.environ.get("STANDIN_LAUNCH_EXPORT_SECONDS", "0.05")), "exporting")
-        # mesh_exporter.py sits next to this file; tests that copy launch.py alone into a fake threestudio
-        # root find it in the checkout the (editable) dreamdist install comes from
-        folder = Path(__file__).resolve().parent
-        if not (folder / "mesh_exporter.py").is_file():
-            import dreamdist
-
-            folder = Path(dreamdist.__file__).resolve().parents[2] / "tests" / "standin_threestudio_launch"
-        sys.path.insert(0, str(folder))
-        from mesh_exporter import write_mesh_export
+        from mesh_exporter import write_mesh_export  # beside this file: sys.path[0] is the script's folder
 
         # mesh-exporter's Config defaults (threestudio v0.2.3); texture_size stays the stand-in's small one
         settings = {key: OmegaConf.select(cfg, f"system.exporter.{key}", default=default) for key, default in
