@@ -27,6 +27,7 @@ from typing import Any, Sequence
 from dreamdist.batch import attempts
 from dreamdist.batch.process import GRACE_S, elapsed, run_logged, shell_line
 from dreamdist.errors import DreamdistError, InputError
+from dreamdist.tags import distribution_tag
 
 LOCK_WAIT_S = 30.0  # a killed job tree releases the seed lock within milliseconds; longer means a live runner
 
@@ -78,15 +79,8 @@ class BatchSpec:
         return self.out / "manifest.jsonl"
 
     def tag(self, seed: int) -> str:
-        """Same shape as the dreamdist configs' own tag: "<dist stem>[+<stem>...]-seed<S>"."""
-        stems = []
-        for p in self.distributions:
-            stem = p.name
-            for suffix in (".safetensors", ".pt"):
-                if stem.endswith(suffix):
-                    stem = stem[: -len(suffix)]
-            stems.append(stem.replace(" ", "_"))
-        return f"{'+'.join(stems)}-seed{seed}"
+        """The dreamdist configs' own tag: "<dist stem>[+<stem>...]-seed<S>"."""
+        return f"{distribution_tag(self.distributions)}-seed{seed}"
 
     def trial_dir(self, seed: int) -> Path:
         return self.exp_root / self.name / self.tag(seed)
