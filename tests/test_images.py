@@ -46,6 +46,18 @@ def test_formats_and_modes(tmp_path):
     assert refs.with_flips().shape == (12, 3, 16, 16)
 
 
+def test_animated_gif_and_multipage_tiff_give_their_first_frame(tmp_path):
+    red, blue = Image.new("RGB", (24, 24), (230, 20, 20)), Image.new("RGB", (24, 24), (20, 20, 230))
+    red.save(tmp_path / "anim.gif", save_all=True, append_images=[blue], duration=100, loop=0)
+    red.save(tmp_path / "pages.tiff", save_all=True, append_images=[blue])
+    blue.save(tmp_path / "single.tif")
+    assert [p.name for p in list_image_files(tmp_path)] == ["anim.gif", "pages.tiff", "single.tif"]
+    for name, colour in (("anim.gif", (230, 20, 20)), ("pages.tiff", (230, 20, 20)), ("single.tif", (20, 20, 230))):
+        pixels = _pixels(open_image(tmp_path / name)).reshape(-1, 3).mean(0)
+        assert np.abs(pixels - np.array(colour)).max() <= 3, name
+    assert load_reference_images(tmp_path, 16).pixels.shape == (3, 3, 16, 16)
+
+
 def test_transparency_composited_on_white(tmp_path):
     rgba = Image.new("RGBA", (20, 20), (255, 0, 0, 0))  # fully transparent red: must become white
     ImageDraw.Draw(rgba).rectangle((0, 0, 9, 19), fill=(0, 0, 255, 255))  # opaque blue left half

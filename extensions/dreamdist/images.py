@@ -1,8 +1,9 @@
-"""Reference images: a folder of jpg/png/webp/bmp files -> square RGB tensors at the model's resolution.
+"""Reference images: a folder of jpg/png/webp/bmp/gif/tiff files -> square RGB tensors at the model's resolution.
 
 Any size and mode is accepted: transparency (RGBA, LA, palette with a transparent colour) is
 composited on white, grayscale/CMYK/16-bit are converted to 8-bit RGB, the EXIF orientation tag is
-honoured. Each image is resized so its short side matches the resolution and centre-cropped.
+honoured, an animated GIF or a multi-page TIFF gives its first frame (as image viewers show it). Each
+image is resized so its short side matches the resolution and centre-cropped.
 
 Every problem is an ``InputError`` naming the file and the fix; a single image (the paper notes that
 few images are hard) or an image much smaller than the resolution is a ``ReferenceImageWarning``.
@@ -21,7 +22,7 @@ import torch
 
 from dreamdist.errors import InputError
 
-IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # Files that file managers drop into folders; never reference images, never worth an error.
 IGNORED_NAMES = frozenset({"thumbs.db", "desktop.ini"})
 
@@ -85,6 +86,7 @@ def open_image(path: str | os.PathLike):
     path = Path(path)
     try:
         with Image.open(path) as opened:
+            opened.seek(0)  # animated GIF / multi-page TIFF: the first frame
             opened.load()  # decode now: truncated or corrupt data fails here, not mid-training
             image = ImageOps.exif_transpose(opened) or opened
             image = _to_rgb(image)
@@ -94,7 +96,8 @@ def open_image(path: str | os.PathLike):
     except Image.DecompressionBombError as exc:
         raise InputError(f"{path}: image too large to decode safely ({exc}); downscale it first") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: corrupt or truncated image ({exc}); re-export it or remove it from the folder") from None
+        raise InputError(f"{path}: corrupt or truncated image ({exc}); re-export it or remove it from the "
+                         "folder") from None
     return image
 
 
