@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
+import pytest
 import torch
 
 from dreamdist.distribution import PromptDistribution
+from dreamdist.errors import MixError
 
 
 def test_gamma_zero_sample_equals_mu_and_fit_happens_once(tiny_distribution, tiny_encoder, monkeypatch):
@@ -39,3 +43,14 @@ def test_views_share_one_draw(tiny_distribution, tiny_encoder):
     assert torch.allclose(w0[varies], w1[varies], atol=1e-3)
     assert torch.equal(dist.sample_views(templates, 7), views)
     assert not torch.equal(dist.sample_views(templates, 8), views)
+
+
+def test_bad_weights_and_rules_are_refused_when_bound(tiny_distribution, tiny_distribution_b, tiny_encoder):
+    files = [tiny_distribution, tiny_distribution_b]
+    with pytest.raises(MixError, match="one weight per file"):
+        PromptDistribution.from_files(files, tiny_encoder, [1.0])
+    with pytest.raises(MixError, match=f"weight -1 for {re.escape(str(tiny_distribution_b))} is negative"):
+        PromptDistribution.from_files(files, tiny_encoder, [2.0, -1.0])
+    with pytest.raises(MixError, match="unknown mix rule 'average'"):
+        PromptDistribution.from_files(files, tiny_encoder, mix_rule="average")
+    assert PromptDistribution.from_files(files, tiny_encoder, [3, 1]).weights == [3.0, 1.0]  # recorded as given

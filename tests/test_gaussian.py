@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dreamdist.errors import MixError
-from dreamdist.gaussian import FeatureGaussian, mix
+from dreamdist.gaussian import FeatureGaussian, check_mix_rule, check_weights, mix, normalised_weights
 from dreamdist.losses import ortho_loss
 
 
@@ -93,6 +93,23 @@ def test_mix_refuses_bad_input_and_normalises_weights():
     with pytest.warns(UserWarning, match="normalising"):
         m = mix([(a, 2.0), (a, 2.0)])
     assert torch.allclose(m.mu, a.mu)
+
+
+def test_weight_checks_are_one_function_for_every_caller():
+    assert check_weights(None, ["a", "b", "c"]) == [1 / 3] * 3  # equal by default
+    assert check_weights([3, 1], ["a", "b"]) == [3.0, 1.0]  # as given: normalising is the mixer's job
+    assert normalised_weights([3, 1]) == [0.75, 0.25] and normalised_weights([1 / 3] * 3) == [1 / 3] * 3
+    with pytest.raises(MixError, match="2 distribution file.s. but 1 --weights; give one weight per file"):
+        check_weights([1.0], ["a", "b"], "--weights")
+    with pytest.raises(MixError, match="--weights: weight -0.5 for b is negative or not finite"):
+        check_weights([0.5, -0.5], ["a", "b"], "--weights")
+    with pytest.raises(MixError, match="weight nan is negative or not finite"):
+        check_weights([float("nan")])
+    with pytest.raises(MixError, match="sum to 0"):
+        check_weights([0.0, 0.0], ["a", "b"])
+    assert check_mix_rule("reference") == "reference"
+    with pytest.raises(MixError, match="unknown --mix-rule 'avg'; choose from paper, reference"):
+        check_mix_rule("avg", "--mix-rule")
 
 
 def test_ortho_loss_matches_formula_for_both_kinds():

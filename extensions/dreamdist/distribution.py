@@ -14,7 +14,7 @@ import torch
 from dreamdist.distfile import DistributionFile, file_sha256, load_distribution
 from dreamdist.encoder import SoftPromptEncoder
 from dreamdist.errors import MixError
-from dreamdist.gaussian import FeatureGaussian, MixRule, mix, standard_normal
+from dreamdist.gaussian import FeatureGaussian, MixRule, check_mix_rule, check_weights, mix, standard_normal
 from dreamdist.templates import Template
 
 
@@ -31,16 +31,13 @@ class PromptDistribution:
     ) -> None:
         if not files:
             raise MixError("no distribution file given")
-        if weights is None:
-            weights = [1.0 / len(files)] * len(files)
-        if len(weights) != len(files):
-            raise MixError(f"{len(files)} distribution files but {len(weights)} weights")
+        labels = [str(f.path) if f.path else f"file {i + 1}" for i, f in enumerate(files)]
+        self.weights = check_weights(weights, labels, "weights")  # as given: SampleSpec records them so
+        self.mix_rule = check_mix_rule(mix_rule)
         for f in files:
             f.check_encoder(encoder.text_encoder, encoder_name)
         self.files = list(files)
         self.encoder = encoder
-        self.weights = [float(w) for w in weights]
-        self.mix_rule = mix_rule
         self._cache: dict[str, FeatureGaussian] = {}
 
     @classmethod

@@ -71,6 +71,47 @@ class FeatureGaussian:
         return self.apply(w, gamma)
 
 
+def check_mix_rule(rule: str, option: str = "mix rule") -> str:
+    """Refuse an unknown eq. 7 sigma rule, naming ``option`` as the caller spells it (e.g. --mix-rule)."""
+    if rule not in MIX_RULES:
+        raise MixError(f"unknown {option} {rule!r}; choose from {', '.join(MIX_RULES)}")
+    return rule
+
+
+def check_weights(
+    weights: Sequence[float] | None, labels: Sequence[str] | None = None, option: str = "mixing weights"
+) -> list[float]:
+    """The weights alpha of eq. 7, checked once for every caller (command line, files, Gaussians).
+
+    One per label when ``labels`` (the mixed files) are given; ``None`` means equal weights. Each must
+    be finite and >= 0 and at least one positive. Returned as floats, not normalised: callers that
+    record weights (manifests, saved conditionings) record them as given.
+    """
+    if weights is None:
+        if not labels:
+            raise MixError(f"no {option} and nothing to weigh")
+        return [1.0 / len(labels)] * len(labels)
+    if labels is not None and len(weights) != len(labels):
+        raise MixError(f"{len(labels)} distribution file(s) but {len(weights)} {option}; give one weight per file")
+    for i, w in enumerate(weights):
+        if not math.isfinite(w) or w < 0:
+            where = f" for {labels[i]}" if labels is not None else ""
+            raise MixError(
+                f"{option}: weight {w:g}{where} is negative or not finite; weights must be finite and non-negative"
+            )
+    if sum(weights) <= 0:
+        raise MixError(f"{option} {[float(w) for w in weights]} sum to 0; at least one must be positive")
+    return [float(w) for w in weights]
+
+
+def normalised_weights(weights: Sequence[float]) -> list[float]:
+    """``weights`` scaled to sum 1 (left as they are when they already do, so 1/3 stays 1/3)."""
+    total = float(sum(weights))
+    if math.isclose(total, 1.0, rel_tol=1e-6):
+        return [float(w) for w in weights]
+    return [float(w) / total for w in weights]
+
+
 def mix(
     components: Sequence[tuple[FeatureGaussian, float]], rule: MixRule = "paper"
 ) -> FeatureGaussian:
@@ -81,22 +122,16 @@ def mix(
     per-distribution gamma applied beforehand via ``scaled``.
     Weights must be >= 0; weights that do not sum to 1 are normalised with a warning.
     """
-    if rule not in MIX_RULES:
-        raise MixError(f"unknown mix rule {rule!r}; choose from {', '.join(MIX_RULES)}")
+    check_mix_rule(rule)
     if not components:
         raise MixError("nothing to mix: give at least one distribution")
     shapes = {tuple(g.shape) for g, _ in components}
     if len(shapes) > 1:
         raise MixError(f"cannot mix Gaussians of different shapes: {sorted(shapes)}")
-    weights = [float(a) for _, a in components]
-    if any(a < 0 or not math.isfinite(a) for a in weights):
-        raise MixError(f"mixing weights must be finite and non-negative, got {weights}")
-    total = sum(weights)
-    if total <= 0:
-        raise MixError(f"mixing weights sum to {total}; at least one must be positive")
-    if not math.isclose(total, 1.0, rel_tol=1e-6):
-        warnings.warn(f"mixing weights {weights} sum to {total:g}, normalising them to 1", stacklevel=2)
-        weights = [a / total for a in weights]
+    given = check_weights([a for _, a in components])
+    weights = normalised_weights(given)
+    if weights != given:
+        warnings.warn(f"mixing weights {given} sum to {sum(given):g}, normalising them to 1", stacklevel=2)
     gaussians = [g for g, _ in components]
     mu = sum(a * g.mu for g, a in zip(gaussians, weights))
     if rule == "paper":
