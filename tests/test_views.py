@@ -17,6 +17,7 @@ from dreamdist.views import (
     cached_distribution,
     check_feature_width,
     distribution_cache_key,
+    sample_spec,
     sample_view_conditioning,
 )
 
@@ -93,6 +94,22 @@ def test_mixing_follows_the_2d_module(tiny_distribution, tiny_distribution_b, ti
     assert not torch.allclose(cp.text_vd, cr.text_vd)
     assert cp.spec.weights == (0.5, 0.5) and cr.spec.mix_rule == "reference"
     assert len(cp.spec.file_hashes) == 2
+
+
+def test_spec_from_the_files_alone_equals_the_sampled_spec(dist, tiny_distribution):
+    """A resumed 3D run compares the spec it expects (no model loaded) with the saved one: both come
+    from sample_spec, so equal settings give equal specs."""
+    from dreamdist.distfile import file_sha256
+
+    cond = _cond(dist, seed=5, gamma=0.5)
+    expected = sample_spec(seed=5, gamma=0.5, template="{}", view_templates=VIEWS, negative_prompt="blurry",
+                           file_hashes=[file_sha256(tiny_distribution)], base_model="tiny",
+                           view_names=["side", "front", "back", "overhead"], files=[str(tiny_distribution)])
+    assert expected == cond.spec and expected.differences(cond.spec) == []
+    assert expected.weights == (1.0,) and expected.negative_prompts_vd == ("blurry",) * 4
+    with pytest.raises(InputError, match="4 view templates but 1 negative prompts"):
+        sample_spec(seed=5, gamma=0.5, template="{}", view_templates=VIEWS, negative_prompts_vd=["x"],
+                    file_hashes=["h"])
 
 
 def test_templates_without_placeholder_are_refused_in_one_line(dist):
@@ -177,7 +194,9 @@ def test_cache_trains_each_key_once_even_concurrently(tmp_path):
 
     results = []
     threads = [
-        threading.Thread(target=lambda: results.append(cached_distribution(folder, {"s": 1}, "m", train, tmp_path / "cache")))
+        threading.Thread(
+            target=lambda: results.append(cached_distribution(folder, {"s": 1}, "m", train, tmp_path / "cache"))
+        )
         for _ in range(4)
     ]
     for t in threads:

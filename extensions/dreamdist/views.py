@@ -24,6 +24,9 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
+from filelock import FileLock
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 
 from dreamdist.atomic import atomic_path, atomic_write_text
 from dreamdist.distfile import file_sha256
@@ -95,6 +98,48 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def sample_spec(
+    *,
+    seed: int,
+    gamma: float,
+    template: str,
+    view_templates: Sequence[str],
+    file_hashes: Sequence[str],
+    negative_prompt: str = "",
+    negative_prompts_vd: Sequence[str] | None = None,
+    weights: Sequence[float] | None = None,
+    mix_rule: str = "paper",
+    base_model: str = "",
+    view_names: Sequence[str] = (),
+    files: Sequence[str] = (),
+) -> SampleSpec:
+    """The one place a ``SampleSpec`` is built: the spec a run expects (from the files alone, before
+    any model loads) and the spec it samples must come out equal, so both are made here.
+
+    ``negative_prompts_vd`` defaults to ``negative_prompt`` for every view, ``weights`` to equal ones.
+    """
+    if negative_prompts_vd is None:
+        negative_prompts_vd = [negative_prompt] * len(view_templates)
+    if len(negative_prompts_vd) != len(view_templates):
+        raise InputError(f"{len(view_templates)} view templates but {len(negative_prompts_vd)} negative prompts")
+    if weights is None:
+        weights = [1.0 / len(file_hashes)] * len(file_hashes)
+    return SampleSpec(
+        seed=int(seed),
+        gamma=float(gamma),
+        template=template,
+        view_templates=tuple(view_templates),
+        negative_prompt=negative_prompt,
+        negative_prompts_vd=tuple(negative_prompts_vd),
+        file_hashes=tuple(file_hashes),
+        weights=tuple(float(w) for w in weights),
+        mix_rule=str(mix_rule),
+        base_model=str(base_model),
+        view_names=tuple(view_names),
+        files=tuple(str(f) for f in files),
+    )
+
+
 @dataclass
 class ViewConditioning:
     """The tensors a 3D run consumes, (L, d) / (n_views, L, d), plus the spec that names them."""
@@ -116,8 +161,6 @@ class ViewConditioning:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write atomically: seed, gamma, template, file hashes... in the header, tensors in float32."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         tensors = {
             name: getattr(self, name).detach().to("cpu", torch.float32).contiguous()
@@ -134,8 +177,6 @@ class ViewConditioning:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ViewConditioning":
-        from safetensors import SafetensorError, safe_open
-
         path = Path(path)
         if not path.is_file():
             raise DistributionFileError(f"{path}: no saved conditioning here")
@@ -184,27 +225,22 @@ def sample_view_conditioning(
     Negative prompts are plain text through the distribution's own text encoder.
     """
     parse_view_templates(template, view_templates)
-    if negative_prompts_vd is None:
-        negative_prompts_vd = [negative_prompt] * len(view_templates)
-    if len(negative_prompts_vd) != len(view_templates):
-        raise InputError(f"{len(view_templates)} view templates but {len(negative_prompts_vd)} negative prompts")
-    seed = int(seed)
-    feats = distribution.sample_views([template, *view_templates], seed, float(gamma)).float()
-    negs = distribution.encoder.encode_text([negative_prompt, *negative_prompts_vd]).float()
-    spec = SampleSpec(
+    spec = sample_spec(
         seed=seed,
-        gamma=float(gamma),
+        gamma=gamma,
         template=template,
-        view_templates=tuple(view_templates),
+        view_templates=view_templates,
         negative_prompt=negative_prompt,
-        negative_prompts_vd=tuple(negative_prompts_vd),
-        file_hashes=tuple(distribution.file_hashes),
-        weights=tuple(distribution.weights),
-        mix_rule=str(distribution.mix_rule),
-        base_model=str(base_model),
-        view_names=tuple(view_names),
-        files=tuple(str(p) for p in distribution.paths),
+        negative_prompts_vd=negative_prompts_vd,
+        file_hashes=distribution.file_hashes,
+        weights=distribution.weights,
+        mix_rule=distribution.mix_rule,
+        base_model=base_model,
+        view_names=view_names,
+        files=[str(p) for p in distribution.paths],
     )
+    feats = distribution.sample_views([spec.template, *spec.view_templates], spec.seed, spec.gamma).float()
+    negs = distribution.encoder.encode_text([spec.negative_prompt, *spec.negative_prompts_vd]).float()
     return ViewConditioning(spec, feats[0], feats[1:], negs[0], negs[1:])
 
 
@@ -262,8 +298,6 @@ def cached_distribution(
     runs) train each key once; the others wait and then load. Readers never see a half-written file
     because entries only ever appear by atomic rename.
     """
-    from filelock import FileLock
-
     key = distribution_cache_key(folder, settings, base_model, encoder_fingerprint)
     entry = cache_entry_path(cache_root, key)
     if entry.is_file():
@@ -278,7 +312,12 @@ def cached_distribution(
         atomic_write_text(
             entry.with_suffix(".json"),
             json.dumps(
-                {"key": key, "images": str(Path(folder).resolve()), "settings": dict(settings), "base_model": base_model},
+                {
+                    "key": key,
+                    "images": str(Path(folder).resolve()),
+                    "settings": dict(settings),
+                    "base_model": base_model,
+                },
                 indent=2,
                 sort_keys=True,
                 default=str,
