@@ -27,6 +27,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every command's --help: "(default: X)" only where X says something. Not for None, False or an
+    empty value (the help text says in words what happens then), nor for required options."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        d = action.default
+        if action.required or d is None or d is False or (isinstance(d, (str, list, tuple)) and not d):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def _top_parser() -> argparse.ArgumentParser:
     lines = "\n".join(f"  {name:<16} {help_}" for name, (_, help_) in COMMANDS.items())
     return argparse.ArgumentParser(
@@ -61,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog=f"dreamdist {name}",
         description=(module.__doc__ or help_).strip(),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     module.add_arguments(parser)
     args = parser.parse_args(argv[1:])
