@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "extensions"))
@@ -93,7 +94,7 @@ def main() -> int:
     quiet_libraries()
     import torch
 
-    from dreamdist.sampling import Sampler, sample
+    from dreamdist.sampling import Sampler, SampleSettings, sample
     from dreamdist.tiny_model import make_tiny_model
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="dreamdist-bench-"))
@@ -109,14 +110,14 @@ def main() -> int:
         dist = random_distribution(work / f"{name}.safetensors", sampler, model_dir)
         h, w = sampler.image_size()
         for bs in args.batch_sizes:
-            kw = dict(n=args.n, batch_size=bs, steps=args.steps, sampler=sampler, progress=False,
-                      template="a photo of {} at night")
+            settings = SampleSettings(n=args.n, batch_size=bs, steps=args.steps, progress=False,
+                                      template="a photo of {} at night")
             warm = work / f"warm-{name}-{bs}"
-            sample([dist], warm, **{**kw, "n": bs})  # warm-up: kernels, allocator, cudnn autotune
+            sample([dist], warm, replace(settings, n=bs), sampler=sampler)  # warm-up: kernels, allocator, autotune
             out = work / f"out-{name}-{bs}"
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
-            res = sample([dist], out, **kw)
+            res = sample([dist], out, settings, sampler=sampler)
             t = res.timing
             outside = t["total_s"] - t["pipeline_s"]
             rows.append({
@@ -137,8 +138,9 @@ def main() -> int:
     print("| model  | size    | batch | images/s | total s | pipeline s | outside s | outside share | fit s |")
     print("|--------|---------|-------|----------|---------|------------|-----------|---------------|-------|")
     for r in rows:
-        print(f"| {r['model']:<6} | {r['size']:<7} | {r['batch']:>5} | {r['images_per_s']:>8.2f} | {r['total_s']:>7.2f} "
-              f"| {r['pipeline_s']:>10.2f} | {r['outside_s']:>9.3f} | {r['outside_share']:>12.1%} | {r['fit_s']:>5.3f} |")
+        print(f"| {r['model']:<6} | {r['size']:<7} | {r['batch']:>5} | {r['images_per_s']:>8.2f} "
+              f"| {r['total_s']:>7.2f} | {r['pipeline_s']:>10.2f} | {r['outside_s']:>9.3f} "
+              f"| {r['outside_share']:>12.1%} | {r['fit_s']:>5.3f} |")
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     if args.workdir is None:

@@ -15,9 +15,19 @@ import torch
 from PIL import Image
 
 from dreamdist.cli import main
+from dreamdist.errors import InputError
 from dreamdist.gaussian import standard_normal
 from dreamdist.pngmeta import read_png_params, read_png_text, save_png
-from dreamdist.sampling import Sampler, derived_seed, latent_noise, render_grid, sample
+from dreamdist.sampling import (
+    Sampler,
+    SampleSettings,
+    derived_seed,
+    latent_noise,
+    mix_row,
+    regenerate_command,
+    render_grid,
+    sample,
+)
 
 STEPS = ["--steps", "2", "--no-progress"]
 
@@ -40,8 +50,9 @@ class CapturingPipe:
             raise RuntimeError("simulated crash inside the pipeline")
         if self.forward:
             return self._pipe(**kwargs)
-        n = kwargs["prompt_embeds"].shape[0]
-        return SimpleNamespace(images=[Image.new("RGB", (kwargs["width"], kwargs["height"]), (9, 9, 9))] * n)
+        # one object per image, as pipelines give: saving one PIL image on two threads at once mixes their metadata
+        blank = [Image.new("RGB", (kwargs["width"], kwargs["height"]), (9, 9, 9)) for _ in kwargs["prompt_embeds"]]
+        return SimpleNamespace(images=blank)
 
     def prompts(self) -> torch.Tensor:
         return torch.cat([c["prompt_embeds"] for c in self.calls])
@@ -199,6 +210,37 @@ def test_help_says_what_happens_to_existing_files(capsys):
     assert "never overwritten" in " ".join(capsys.readouterr().out.split())
 
 
+def test_help_shows_a_default_only_where_it_says_something(capsys):
+    for command in ("sample", "sweep-gamma", "mix", "inspect"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        for empty in ("(default: None)", "(default: False)", "(default: )", "(default: [])"):
+            assert empty not in text, (command, empty)
+        if command != "inspect":
+            assert "image i uses SEED+i (default: 0)" in text  # a zero default is still shown
+            assert "(default: the training template of the first file)" in text
+
+
+def test_one_settings_object_drives_the_commands(tmp_path, tiny_distribution, tiny_distribution_b, tiny_sampler,
+                                                 tiny_model_dir):
+    sampler, proxy = capturing(tiny_sampler, tiny_model_dir)
+    settings = SampleSettings(n=3, batch_size=2, steps=2, progress=False, template="a painting of {}", gamma=0.5)
+    run = sample([tiny_distribution], tmp_path / "settings", settings, sampler=sampler)
+    by_settings = proxy.prompts()
+    proxy.calls.clear()
+    sample([tiny_distribution], tmp_path / "keywords", sampler=sampler, n=3, batch_size=2, steps=2, progress=False,
+           template="a painting of {}", gamma=0.5)
+    assert torch.equal(proxy.prompts(), by_settings)
+    params = read_png_params(run.images[1])
+    assert params["seed"] == 1 and params["gamma"] == 0.5 and regenerate_command(params) == params["regenerate"]
+    with pytest.raises(TypeError, match="unknown sampling setting.*images"):
+        sample([tiny_distribution], tmp_path / "typo", sampler=sampler, images=2)
+    with pytest.raises(InputError, match="mix takes one gamma"):
+        mix_row(tiny_distribution, tiny_distribution_b, tmp_path / "mix", settings, sampler=sampler, weights=[1, 0])
+    assert leftovers(tmp_path) == ["keywords", "settings"]
+
+
 def test_sweep_gamma_writes_the_figure5_grid(tmp_path, tiny_distribution):
     out = tmp_path / "sweep"
     assert main(["sweep-gamma", str(tiny_distribution), "--gammas", "0", "1", "--n", "2", "--batch-size", "4",
@@ -243,7 +285,5 @@ def test_png_metadata_round_trip(tmp_path):
     assert read_png_params(path) == params
     assert read_png_text(path)["weights"] == "[0.7, 0.3]"
     Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
-    from dreamdist.errors import InputError
-
     with pytest.raises(InputError, match="no dreamdist parameters"):
         read_png_params(tmp_path / "plain.png")

@@ -13,6 +13,10 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from PIL import Image, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+
+from dreamdist import __version__
 from dreamdist.errors import InputError
 
 JSON_KEY = "dreamdist"
@@ -25,12 +29,8 @@ def _text(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-def png_info(params: Mapping[str, Any]):
+def png_info(params: Mapping[str, Any]) -> PngInfo:
     """A ``PIL.PngImagePlugin.PngInfo`` with ``params`` as one JSON chunk + one chunk per key."""
-    from PIL.PngImagePlugin import PngInfo
-
-    from dreamdist import __version__
-
     info = PngInfo()
     info.add_text(SOFTWARE_KEY, f"dreamdist {__version__}")
     info.add_itxt(JSON_KEY, json.dumps(dict(params), sort_keys=True, default=str))
@@ -41,9 +41,9 @@ def png_info(params: Mapping[str, Any]):
     return info
 
 
-def save_png(image, path: str | os.PathLike, params: Mapping[str, Any], compress_level: int = 4) -> Path:
+def save_png(image: Image.Image, path: str | os.PathLike, params: Mapping[str, Any], compress_level: int = 4) -> Path:
     """Write ``image`` as PNG with ``params`` in its text chunks. Not atomic on its own: callers write
-    into a staging folder (see ``dreamdist.sampling``) or through ``dreamdist.atomic``."""
+    into a staging folder (see ``dreamdist.sampling.run_folder``) or through ``dreamdist.atomic``."""
     path = Path(path)
     image.save(path, format="PNG", pnginfo=png_info(params), compress_level=compress_level)
     return path
@@ -51,8 +51,6 @@ def save_png(image, path: str | os.PathLike, params: Mapping[str, Any], compress
 
 def read_png_text(path: str | os.PathLike) -> dict[str, str]:
     """Every text chunk of a PNG (tEXt, zTXt, iTXt) as strings."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             im.load()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dreamdist.cli.sample import add_common_arguments, common_kwargs, report
+from dreamdist.cli.sample import add_common_arguments, report, settings_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from dreamdist.sampling import mix_row
 
-    result = mix_row(args.a, args.b, args.out, steps_between=args.steps_between, n=args.n, gamma=args.gamma,
-                     mix_rule=args.mix_rule, **common_kwargs(args))
+    settings = settings_from_args(args, gamma=args.gamma, n=args.n)
+    result = mix_row(args.a, args.b, args.out, settings, steps_between=args.steps_between)
     report(result, "images")
     return 0

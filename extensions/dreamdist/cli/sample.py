@@ -15,49 +15,57 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-# The dispatcher's formatter appends "(default: X)" unless the help mentions %(default); options whose
-# default is described in words end with this empty rendering of it instead of "(default: None)".
-SAID = "%(default).0s"
+if TYPE_CHECKING:
+    from dreamdist.sampling import RunResult, SampleSettings
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, *, mix_rule: bool = True) -> None:
-    """Options shared by `sample`, `sweep-gamma` and `mix`."""
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by `sample`, `sweep-gamma` and `mix`: the fields of ``SampleSettings`` they
+    have in common. Defaults described in words have no "(default: ...)" (see cli.HelpFormatter)."""
+    from dreamdist.gaussian import MIX_RULES
+    from dreamdist.runtime import PRECISIONS
+
     parser.add_argument("--template", help="prompt template with exactly one {} where the learned vectors go, "
-                        "e.g. 'a photo of {} at night' (default: the training template of the first file)" + SAID)
-    if mix_rule:
-        parser.add_argument("--mix-rule", choices=("paper", "reference"), default="paper",
-                            help="eq. 7 sigma rule: paper = sum sqrt(a_i) sigma_i; "
-                            "reference = sqrt(sum (a_i sigma_i)^2) as the authors' generate.py")
+                        "e.g. 'a photo of {} at night' (default: the training template of the first file)")
+    parser.add_argument("--mix-rule", choices=MIX_RULES, default="paper",
+                        help="eq. 7 sigma rule: paper = sum sqrt(a_i) sigma_i; "
+                        "reference = sqrt(sum (a_i sigma_i)^2) as the authors' generate.py")
     parser.add_argument("--seed", type=int, default=0, help="seed of image 0; image i uses SEED+i")
     parser.add_argument("--steps", type=int, default=50, help="denoising steps")
     parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale")
-    parser.add_argument("--negative", default="", help="negative prompt, plain text (default: none)" + SAID)
+    parser.add_argument("--negative", default="", help="negative prompt, plain text (default: none)")
     parser.add_argument("--batch-size", type=int, default=4,
                         help="images per pipeline call; every call runs exactly this many (a short last batch "
                         "is padded), so bit-identical regeneration needs the same batch size")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder; refused if it exists and is not empty (nothing is ever "
-                        "overwritten). Default: a fresh samples/NAME folder, -2, -3... appended if taken" + SAID)
+                        "overwritten). Default: a fresh samples/NAME folder, -2, -3... appended if taken")
     parser.add_argument("--model", help="diffusers model folder or hub id (default: the base model named in "
-                        "the first file; must have the same text encoder)" + SAID)
+                        "the first file; must have the same text encoder)")
     parser.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1...")
-    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), default="auto",
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
                         help="auto: fp16 on CUDA, fp32 on CPU")
-    parser.add_argument("--height", type=int, default=None, help="image height, multiple of 8 (default: the model's)" + SAID)
-    parser.add_argument("--width", type=int, default=None, help="image width, multiple of 8 (default: the model's)" + SAID)
+    parser.add_argument("--height", type=int, default=None, help="image height, multiple of 8 (default: the model's)")
+    parser.add_argument("--width", type=int, default=None, help="image width, multiple of 8 (default: the model's)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def common_kwargs(args: argparse.Namespace) -> dict:
-    return dict(
-        template=args.template, seed=args.seed, steps=args.steps, guidance_scale=args.guidance_scale,
-        negative=args.negative, batch_size=args.batch_size, model=args.model, device=args.device,
-        precision=args.precision, height=args.height, width=args.width, progress=not args.no_progress,
+def settings_from_args(args: argparse.Namespace, **fields: Any) -> SampleSettings:
+    """The one ``SampleSettings`` of a sampling command: the common options plus the command's own
+    ``fields`` (gamma, n, weights...)."""
+    from dreamdist.sampling import SampleSettings
+
+    return SampleSettings(
+        template=args.template, mix_rule=args.mix_rule, seed=args.seed, steps=args.steps,
+        guidance_scale=args.guidance_scale, negative=args.negative, batch_size=args.batch_size, model=args.model,
+        device=args.device, precision=args.precision, height=args.height, width=args.width,
+        progress=not args.no_progress, **fields,
     )
 
 
-def report(result, what: str) -> None:
+def report(result: RunResult, what: str) -> None:
     n = len(result.images)
     print(f"wrote {n} {what if n != 1 else what.rstrip('s')}, {result.grid.name} and {result.manifest.name} "
           f"to {result.out_dir}")
@@ -71,19 +79,19 @@ def report(result, what: str) -> None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("files", nargs="+", type=Path, metavar="DIST", help="distribution .safetensors file(s)")
     parser.add_argument("--weights", nargs="+", type=float, default=None,
-                        help="one mixing weight per file, >= 0 (normalised to sum 1; default: equal)" + SAID)
+                        help="one mixing weight per file, >= 0 (normalised to sum 1; default: equal)")
     parser.add_argument("--gamma", nargs="+", type=float, default=[1.0],
                         help="diversity scale (0 = the mean prompt); several values give a sweep grid")
     parser.add_argument("--n", type=int, default=16, help="number of images (indices 0..N-1)")
     parser.add_argument("--index", nargs="+", type=int, default=None,
-                        help="only these image indices of the run (seeds SEED+I), e.g. to rebuild one image" + SAID)
+                        help="only these image indices of the run (seeds SEED+I), e.g. to rebuild one image")
     add_common_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from dreamdist.sampling import sample
 
-    result = sample(args.files, args.out, weights=args.weights, mix_rule=args.mix_rule, gamma=args.gamma,
-                    n=args.n, indices=args.index, **common_kwargs(args))
+    settings = settings_from_args(args, gamma=args.gamma, n=args.n, indices=args.index, weights=args.weights)
+    result = sample(args.files, args.out, settings)
     report(result, "images")
     return 0

@@ -11,22 +11,25 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dreamdist.cli.sample import SAID, add_common_arguments, common_kwargs, report
+from dreamdist.cli.sample import add_common_arguments, report, settings_from_args
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from dreamdist.sampling import DEFAULT_GAMMAS
+
     parser.add_argument("files", nargs="+", type=Path, metavar="DIST", help="distribution .safetensors file(s)")
-    parser.add_argument("--gammas", "--gamma", nargs="+", type=float, default=[0.0, 0.5, 1.0, 1.5, 2.0],
+    parser.add_argument("--gammas", "--gamma", nargs="+", type=float, default=list(DEFAULT_GAMMAS),
                         dest="gammas", help="gamma values, one grid row each")
     parser.add_argument("--n", type=int, default=4, help="seeds per row (SEED .. SEED+N-1)")
-    parser.add_argument("--weights", nargs="+", type=float, default=None, help="mixing weights, one per file (default: equal)" + SAID)
+    parser.add_argument("--weights", nargs="+", type=float, default=None,
+                        help="mixing weights, one per file (default: equal)")
     add_common_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     from dreamdist.sampling import sweep_gamma
 
-    result = sweep_gamma(args.files, args.out, gammas=args.gammas, n=args.n, weights=args.weights,
-                         mix_rule=args.mix_rule, **common_kwargs(args))
+    settings = settings_from_args(args, gamma=args.gammas, n=args.n, weights=args.weights)
+    result = sweep_gamma(args.files, args.out, settings)
     report(result, "images")
     return 0
