@@ -30,7 +30,7 @@ def test_make_tiny_model_loads_with_stable_diffusion_pipeline(tmp_path, capsys):
 def test_inspect_reports_metadata_sigma_and_nearest_tokens(tiny_distribution, capsys):
     assert main(["inspect", str(tiny_distribution), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["num_prompts"] == 4 and report["num_tokens"] == "2"
+    assert report["num_prompts"] == 4 and report["num_tokens"] == 2 and report["image_count"] == 0  # numbers, not text
     assert [p["token"] for p in report["positions"][:4]] == ["<|startoftext|>", "<learned>", "<learned>", "<|endoftext|>"]
     assert report["positions"][0]["sigma_mean"] == 0.0  # SOS is the same in every prompt
     assert report["positions"][1]["sigma_mean"] > 0

@@ -13,6 +13,19 @@ from dreamdist.encoder import SoftPromptEncoder
 from dreamdist.templates import Template
 
 
+def file_summary(dist: DistributionFile) -> dict[str, Any]:
+    """The file's metadata, counts as numbers (the file stores every value as text: safetensors
+    metadata is str -> str)."""
+    meta = dist.metadata()
+    return {
+        **meta,
+        "format_version": int(meta["format_version"]),
+        "num_prompts": dist.num_prompts,
+        "num_tokens": dist.num_tokens,
+        "image_count": dist.image_count,
+    }
+
+
 @torch.no_grad()
 def inspect_distribution(dist: DistributionFile, model: str, top: int = 3) -> dict[str, Any]:
     encoder = SoftPromptEncoder.from_pretrained(model)
@@ -37,8 +50,9 @@ def inspect_distribution(dist: DistributionFile, model: str, top: int = 3) -> di
         {"index": m, "tokens": list(zip(encoder.tokenizer.convert_ids_to_tokens(idx[m].tolist()), cos[m].tolist()))}
         for m in range(dist.num_tokens)
     ]
+    padding = sigma[layout.eos_position + 1 :]
     return {
         "positions": positions,
-        "padding_sigma_mean": float(sigma[layout.eos_position + 1 :].mean()) if layout.eos_position + 1 < len(sigma) else 0.0,
+        "padding_sigma_mean": float(padding.mean()) if len(padding) else 0.0,
         "nearest_tokens": nearest,
     }

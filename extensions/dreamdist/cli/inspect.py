@@ -20,10 +20,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from dreamdist.distfile import load_distribution
-    from dreamdist.inspection import inspect_distribution
+    from dreamdist.inspection import file_summary, inspect_distribution
 
     dist = load_distribution(args.file)
-    report: dict = {"file": str(args.file), **dist.metadata(), "num_prompts": dist.num_prompts}
+    report = {"file": str(args.file), **file_summary(dist)}
     model = args.model or dist.base_model
     try:
         report.update(inspect_distribution(dist, model, args.top))
@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    for key in ("file", "format_version", "base_model", "created", "num_prompts", "num_tokens", "template", "image_count"):
+    for key in ("file", "format_version", "base_model", "created", "num_prompts", "num_tokens", "template",
+                "image_count"):
         print(f"{key:>14}: {report[key]}")
     print(f"{'training':>14}: {report['training']}")
     print(f"{'fingerprint':>14}: {report['fingerprint']}")
