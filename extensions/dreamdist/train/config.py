@@ -128,6 +128,7 @@ class TrainConfig:
         self._need(self.preview_count >= 1, "preview_count", "must be at least 1")
         self._need(self.preview_steps >= 1, "preview_steps", "must be at least 1")
         self._need(0 <= self.seed < 2**63, "seed", "must be in [0, 2^63)")
+        self._need(self.precision in PRECISIONS, "precision", f"must be one of {', '.join(PRECISIONS)}")
         Template.parse(self.template)  # TemplateError names the problem
 
     def _need(self, ok: bool, name: str, problem: str) -> None:
