@@ -63,3 +63,11 @@ def test_demo_and_every_cpu_command_of_the_readme(tmp_path):
             result = _run(cmd, tmp_path)
             assert result.returncode == 0, f"{cmd}\n{result.stderr[-2000:]}"
     assert len(list((tmp_path / "samples-red").glob("*.png"))) >= 4
+
+    python = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+    assert python, "the README shows Python use"
+    for code in python:  # "Use it from Python", on the files the commands above made
+        result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True,
+                                text=True, timeout=600)
+        assert result.returncode == 0, f"{code}\n{result.stderr[-2000:]}"
+    assert (tmp_path / "blue.safetensors").is_file() and result.stdout.startswith("4 Distribution(")
