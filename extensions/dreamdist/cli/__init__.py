@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from types import ModuleType
 from typing import Sequence
 
 from dreamdist.errors import DreamdistError
@@ -68,21 +69,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     from dreamdist.quiet import quiet_libraries
 
     quiet_libraries()
-    module = importlib.import_module(f"dreamdist.cli.{module_name}")
-    parser = argparse.ArgumentParser(
-        prog=f"dreamdist {name}",
-        description=(module.__doc__ or help_).strip(),
-        formatter_class=HelpFormatter,
-    )
+    return run_command(importlib.import_module(f"dreamdist.cli.{module_name}"), f"dreamdist {name}", argv[1:], help_)
+
+
+def run_command(module: ModuleType, prog: str, argv: Sequence[str], help_: str = "") -> int:
+    """Parse ``argv`` with the command module's options and run it: bad input is one line on stderr
+    and exit status 2, Ctrl-C is 130. Shared by ``dreamdist COMMAND`` and ``python -m dreamdist.batch``."""
+    parser = argparse.ArgumentParser(prog=prog, description=(module.__doc__ or help_).strip(),
+                                     formatter_class=HelpFormatter)
     module.add_arguments(parser)
-    args = parser.parse_args(argv[1:])
+    args = parser.parse_args(list(argv))
     try:
         return int(module.run(args) or 0)
     except DreamdistError as exc:
-        print(f"dreamdist {name}: error: {exc}", file=sys.stderr)
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"dreamdist {name}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
 
 
