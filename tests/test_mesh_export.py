@@ -463,12 +463,12 @@ def test_refuses_to_overwrite_without_force_and_writes_atomically(textured, tmp_
     export_mesh(textured, out, height=2.0, force=True)
     assert out.read_bytes() != before
 
-    import dreamdist.mesh_export as me
+    import dreamdist.mesh_export.export as me
 
     def boom(*a, **k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(me, "_glb_bytes", boom)
+    monkeypatch.setattr(me, "glb_bytes", boom)
     with pytest.raises(RuntimeError):
         export_mesh(textured, tmp_path / "new.glb")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["it10000-export", "out.glb"]  # no partial file
