@@ -45,4 +45,14 @@ if command -v npm >/dev/null 2>&1; then
 else
   echo "setup: npm not found, glTF validator test will skip"
 fi
+# Optional: Debian's chromium for the browser tests (tests/browser.py; skipped with a reason without it).
+if command -v chromium >/dev/null 2>&1; then
+  :
+elif command -v apt-get >/dev/null 2>&1 && [[ "$(id -u)" == 0 ]]; then
+  echo "setup: installing Debian's chromium for the browser tests (about 110 MB download)"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+    || echo "setup: could not install chromium; the browser tests will skip"
+else
+  echo "setup: chromium not found (Debian, as root: apt-get install chromium); the browser tests will skip"
+fi
 echo "setup: done ($("$PY" -c 'import dreamdist, torch; print("dreamdist", dreamdist.__version__, "torch", torch.__version__)'))"

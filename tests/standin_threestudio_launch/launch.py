@@ -14,7 +14,14 @@ threestudio/utils/config.py, systems/base.py, utils/saving.py, models/exporters/
   * --train (trainer.fit, then trainer.test) writes TRIAL/cmd.txt, TRIAL/configs/parsed.yaml (at fit
     start), checkpoints in TRIAL/ckpts/ named as Lightning's ModelCheckpoint(dirpath=TRIAL/ckpts,
     **cfg.checkpoint) names them (see ModelCheckpoint below: next to a stale last.ckpt it writes
-    last-v1.ckpt), then TRIAL/save/it{step}-test/; with resume=CKPT it goes on from CKPT's step
+    last-v1.ckpt), then the test renders (below); with resume=CKPT it goes on from CKPT's step
+  * test renders, by trainer.test after --train and by --test (resume=CKPT: tests at CKPT's step, as
+    set_system_status does): the system's test_step saves one image per test view with save_image_grid,
+    TRIAL/save/it{step}-test/{index}.png for index 0..data.n_test_views-1 (default 120): a row of panels
+    comp_rgb | comp_normal | opacity, each eval_height x eval_width; view 0 is azimuth 0 (threestudio's
+    front view) at eval_elevation_deg, the views go round 360 degrees. on_test_epoch_end then writes the
+    turntable TRIAL/save/it{step}-test.mp4 with save_img_sequence (imageio.mimsave, fps=30: imageio-ffmpeg's
+    H.264 mp4); no gif (save_format="mp4" in dreamfusion-system and threestudio-mvdream's mvdream-system)
   * SIGTERM is handled as Lightning's _SignalConnector does: it only sets a flag; training and testing
     stop at the next step and exit 0, --export (trainer.predict) never reads it and runs to its end
   * --export (resume=TRIAL/ckpts/last.ckpt system.exporter_type=mesh-exporter) writes
@@ -24,11 +31,13 @@ threestudio/utils/config.py, systems/base.py, utils/saving.py, models/exporters/
 
 Not mirrored: no training happens; the "mesh" is a textured ellipsoid whose size depends on the seed;
 checkpoints are small zip archives holding JSON (torch.save's format is a zip archive too), not
-torch checkpoints.
+torch checkpoints. Test renders are 64 x 64 panels of that ellipsoid drawn with numpy and written as PNG
+with zlib (real: eval_height x eval_width renders written by cv2); the mp4 is written only when imageio
+and imageio-ffmpeg are importable (threestudio requires imageio[ffmpeg]; the test environment need not).
 
 Controls for tests (environment variables):
   STANDIN_LAUNCH_SECONDS         how long --train takes for all trainer.max_steps (default 0.2)
-  STANDIN_LAUNCH_TEST_SECONDS    how long trainer.test after training takes (default 0.05)
+  STANDIN_LAUNCH_TEST_SECONDS    how long trainer.test (after --train, or --test) takes (default 0.05)
   STANDIN_LAUNCH_WORKER          "1": --train/--export start a worker process (like a DataLoader
                                  worker) in launch.py's process group; its pid is logged as worker_pid
   STANDIN_LAUNCH_EXPORT_SECONDS  how long --export takes (default 0.05)
@@ -46,10 +55,12 @@ import io
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
 import zipfile
+import zlib
 from pathlib import Path
 
 
@@ -294,18 +305,83 @@ def _train(cfg, trial: Path, run: dict, record: dict) -> int:
     if not callback.every_n_train_steps and step > first:
         save(step)
     record["global_step"] = step
+    _test(cfg, trial, step)
+    return 0
+
+
+# ------------------------------------------------------------------------ trainer.test: test renders
+
+
+def write_png(path: Path, rgb) -> None:
+    """An 8-bit RGB PNG (what cv2.imwrite writes for threestudio's image grids), with zlib only."""
+    import numpy as np
+
+    h, w, _ = rgb.shape
+    raw = np.concatenate([np.zeros((h, 1), np.uint8), rgb.reshape(h, w * 3)], axis=1).tobytes()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+
+
+def render_test_views(seed: int, n: int, size: int = 64):
+    """The n test views (uint8, n x size x 3*size x 3), each as test_step's image grid: comp_rgb |
+    comp_normal | opacity side by side. Azimuths linspace(0, 360, n) as RandomCameraDataset("test"),
+    of mesh_exporter.py's ellipsoid (Z up, seen from the side) in its four-colour quadrant albedo."""
+    import numpy as np
+
+    radii = np.array([0.3, 0.4, 0.6]) * (1 + 0.1 * (seed % 5))
+    az = np.radians(np.linspace(0.0, 360.0, n))[:, None, None]
+    half_w = np.hypot(radii[0] * np.sin(az), radii[1] * np.cos(az))  # in half-frame units
+    y, x = np.mgrid[0:size, 0:size] + 0.5
+    u, v = (x / size * 2 - 1) / half_w, np.broadcast_to((1 - y / size * 2) / radii[2], (n, size, size))
+    inside = u * u + v * v < 1
+    w = np.sqrt(np.clip(1 - u * u - v * v, 0, 1))  # towards the camera
+    longitude = az + np.arcsin(np.clip(u / np.sqrt(np.clip(1 - v * v, 1e-6, 1)), -1, 1))
+    quadrant = np.floor(longitude / (np.pi / 2)).astype(int) % 4
+    colours = np.roll(np.array([[220, 70, 60], [240, 190, 50], [60, 160, 90], [60, 110, 220]], float), seed % 4, 0)
+    rgb = np.where(inside[..., None], colours[quadrant] * (0.35 + 0.65 * w[..., None]), 235.0)
+    normal = np.where(inside[..., None], (np.stack([u, v, w], -1) * 0.5 + 0.5) * 255, 0.0)
+    opacity = np.repeat(inside[..., None] * 255.0, 3, axis=-1)
+    return np.concatenate([rgb, normal, opacity], axis=2).round().astype(np.uint8)
+
+
+def write_turntable(path: Path, frames: list, fps: int = 30) -> bool:
+    """save_img_sequence(save_format="mp4", fps=30): imageio.mimsave with imageio-ffmpeg; skipped
+    (False) where those are not installed."""
+    try:
+        import imageio
+        import imageio_ffmpeg  # noqa: F401 - imageio's mp4 writer
+    except ImportError:
+        print("[standin] imageio[ffmpeg] not installed: no test video", flush=True)
+        return False
+    imageio.mimsave(path, frames, fps=fps)
+    return True
+
+
+def _test(cfg, trial: Path, step: int) -> None:
+    """trainer.test: test_step saves it{step}-test/{index}.png per test view, on_test_epoch_end the mp4."""
+    from omegaconf import OmegaConf
+
     _SIGTERM["received"] = False  # trainer.test registers the handler afresh
     _connect_sigterm()
-    test_dir = trial / "save" / f"it{step}-test"
+    save = trial / "save"
+    test_dir = save / f"it{step}-test"
     test_dir.mkdir(parents=True, exist_ok=True)
-    end = time.monotonic() + float(os.environ.get("STANDIN_LAUNCH_TEST_SECONDS", "0.05"))
-    while time.monotonic() < end:
-        time.sleep(min(0.02, max(0.0, end - time.monotonic())))
-        if time.monotonic() < end:  # the evaluation loop does not stop before its last batch
-            _check_sigterm()
-    (test_dir / "0.png").write_bytes(b"")
-    print(f"[standin] Test results saved to {trial / 'save'}", flush=True)
-    return 0
+    n = int(OmegaConf.select(cfg, "data.n_test_views", default=120) or 120)
+    seconds = float(os.environ.get("STANDIN_LAUNCH_TEST_SECONDS", "0.05"))
+    t0, frames = time.monotonic(), render_test_views(int(cfg.seed), n)
+    for index in range(n):  # one test_step per view
+        write_png(test_dir / f"{index}.png", frames[index])
+        until = t0 + seconds * (index + 1) / n
+        while (left := until - time.monotonic()) > 0:
+            time.sleep(min(0.02, left))
+            if index < n - 1:  # the evaluation loop does not stop before its last batch
+                _check_sigterm()
+    write_turntable(save / f"it{step}-test.mp4", list(frames), fps=30)
+    print(f"[standin] Test results saved to {save}", flush=True)
 
 
 def main(args: argparse.Namespace, extras: list[str]) -> int:
@@ -337,6 +413,11 @@ def main(args: argparse.Namespace, extras: list[str]) -> int:
         code = _train(cfg, trial, {"pid": record["pid"], "start": record["start"], "args": args}, record)
         if code:
             return code
+    elif args.test:  # set_system_status(resume), then trainer.test(ckpt_path=resume)
+        if cfg.resume is not None and not os.path.exists(cfg.resume):
+            print(f"[standin] FileNotFoundError: checkpoint {cfg.resume}", file=sys.stderr)
+            return 1
+        _test(cfg, trial, int(load_checkpoint(cfg.resume)["global_step"]) if cfg.resume else 0)
     elif args.export:
         if cfg.resume is None or not os.path.exists(cfg.resume):
             print(f"[standin] FileNotFoundError: checkpoint {cfg.resume}", file=sys.stderr)

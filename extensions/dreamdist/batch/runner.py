@@ -1,5 +1,6 @@
 """The batch loop: read the manifest, queue what is left, run it on a backend, retry failures,
-record every state change, show progress, and stop cleanly on Ctrl-C.
+record every state change (manifest.jsonl; OUT/gallery.html follows it, see gallery.py), show progress,
+and stop cleanly on Ctrl-C.
 
 Resume rules (the manifest's last record per seed decides whether a seed runs; the seed's state
 file OUT/seeds/<tag>.json decides how, see attempts.py):
@@ -23,6 +24,7 @@ import threading
 import time
 from typing import Any, Callable, TextIO
 
+from dreamdist.batch.gallery import GalleryUpdater
 from dreamdist.batch.jobs import BatchSpec, JobResult, plan_training
 from dreamdist.batch.manifest import ACTIVE, Manifest, check_same_batch
 from dreamdist.batch.process import shell_line
@@ -169,6 +171,8 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
                disable=(None if progress is None else not progress), file=sys.stderr)
     say = lambda msg: tqdm.write(msg, file=out)  # noqa: E731 - prints above the bar
     say(f"dreamdist batch: {len(p.todo)} to run, {len(p.already_done)} already done; {backend.description}")
+    gallery = GalleryUpdater(spec, seeds, out)  # OUT/gallery.html, rewritten at each state change
+    gallery()
 
     def handle(res: JobResult, stopping: bool) -> None:
         in_flight.discard(res.seed)
@@ -191,6 +195,7 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
                 say(f"seed {res.seed}: FAILED after attempt {res.attempt}: {res.error} (log: {res.log})")
         else:
             interrupted.append(res.seed)
+        gallery()
 
     on_main = threading.current_thread() is threading.main_thread()
     old_term = signal.getsignal(signal.SIGTERM) if on_main else None
@@ -204,6 +209,7 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
     try:
         try:
             while queue or in_flight:
+                running = len(in_flight)
                 while queue and backend.capacity() > 0:
                     seed = queue.popleft()
                     attempt = next_attempt[seed]
@@ -214,6 +220,8 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
                     manifest.append({"seed": seed, "status": info["status"], "attempt": attempt, "gpu": info["gpu"],
                                      "trial_dir": str(spec.trial_dir(seed)), "log": str(spec.log_path(seed, attempt)),
                                      "export_only": skip_train.get(seed, False)})
+                if len(in_flight) != running:  # jobs started
+                    gallery()
                 for res in backend.wait(0.5):
                     handle(res, stopping=False)
         except KeyboardInterrupt:
@@ -231,6 +239,7 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
     finally:
         backend.close()
         bar.close()
+        gallery(live=False)
         if on_main:
             signal.signal(signal.SIGTERM, old_term)
             signal.signal(signal.SIGINT, old_int)

@@ -5,6 +5,8 @@ same command resumes (done seeds are skipped, interrupted ones resume their chec
 retry from scratch). Each GLB's manifest record names the checkpoint it came from. Per-job logs go to
 OUT/logs/, GLBs to OUT/glb/, threestudio trials to OUT/threestudio/, per-seed state and locks to
 OUT/seeds/. If the runner dies (even by SIGKILL), its launch.py processes die with it.
+OUT/gallery.html (opens from disk, no server) shows every seed as it goes: status, time, threestudio's
+test renders (still and turntable), GLB link and the commands that regenerate it.
 
 Example:
   dreamdist batch --threestudio ~/threestudio --config configs/dreamdist-mvdream.yaml \\
@@ -45,6 +47,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="restart interrupted seeds from an empty trial folder instead of resuming their "
                              "last checkpoint (threestudio resume=)")
     parser.add_argument("--dry-run", action="store_true", help="print the exact commands and exit")
+    parser.add_argument("--gallery-only", action="store_true",
+                        help="rewrite OUT/gallery.html from the manifest and trial folders, run nothing")
     parser.add_argument("--python", default=None,
                         help="Python of threestudio's environment (default: the one running dreamdist)")
     parser.add_argument("--export-set", action="append", default=[], metavar="KEY=VALUE",
@@ -95,6 +99,16 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"--backend ray needs Ray: pip install 'ray>=2.9' ({exc})") from exc
     if args.dry_run:
         return dry_run(spec, seeds, gpus)
+    if args.gallery_only:
+        from dreamdist.batch.gallery import write_gallery
+        from dreamdist.batch.manifest import Manifest, check_same_batch
+
+        manifest = Manifest(spec.manifest_path)
+        if not manifest.path.is_file():
+            raise InputError(f"--out {args.out}: no manifest.jsonl there, so no batch to show; run the batch first")
+        check_same_batch(manifest, spec.settings(), manifest.records())
+        print(f"gallery: {write_gallery(spec, seeds)}")
+        return 0
 
     def make_backend():
         from dreamdist.batch.backends import LocalBackend, RayBackend
