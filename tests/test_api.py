@@ -15,7 +15,7 @@ import dreamdist
 from dreamdist.cli import main
 from dreamdist.distfile import load_distribution
 from dreamdist.encoder import SoftPromptEncoder
-from dreamdist.errors import FingerprintMismatchError
+from dreamdist.errors import FingerprintMismatchError, MixError
 from dreamdist.gaussian import standard_normal
 from dreamdist.templates import Template
 
@@ -102,6 +102,26 @@ def test_mix_follows_paper_eq7(pipe, tiny_distribution, tiny_distribution_b):
     (mu_a, s_a), (mu_b, s_b) = (_gaussian(p, pipe, "{}") for p in (tiny_distribution, tiny_distribution_b))
     mu, sigma = 0.7 * mu_a + 0.3 * mu_b, 0.7**0.5 * s_a + 0.3**0.5 * s_b
     torch.testing.assert_close(embeds[0], mu + standard_normal(mu.shape, 2) * sigma, rtol=1e-5, atol=1e-5)
+
+
+def test_mix_with_per_file_std_scales_and_templates_follows_the_reference_rule(pipe, tiny_encoder, tiny_model_dir,
+                                                                             tmp_path):
+    """Two files trained in different templates, each encoded in its own; sigma_i scaled by s_i
+    before the authors' rule sigma = sqrt(sum (a_i s_i sigma_i)^2)."""
+    from conftest import write_random_distribution
+
+    a = write_random_distribution(tmp_path / "a.safetensors", tiny_encoder, tiny_model_dir, seed=3,
+                                  template="a photo of {}")
+    b = write_random_distribution(tmp_path / "b.safetensors", tiny_encoder, tiny_model_dir, seed=4,
+                                  template="{} in the snow")
+    mixed = dreamdist.mix([a, dreamdist.load(b)], weights=[0.25, 0.75], rule="reference", std_scale=[2.0, 0.5])
+    embeds, _ = mixed.prompt_embeds(pipe, n=1, seed=4, gamma=0.5)
+    (mu_a, s_a), (mu_b, s_b) = _gaussian(a, pipe, "a photo of {}"), _gaussian(b, pipe, "{} in the snow")
+    mu = 0.25 * mu_a + 0.75 * mu_b
+    sigma = ((0.25 * 2.0 * s_a) ** 2 + (0.75 * 0.5 * s_b) ** 2).sqrt()
+    torch.testing.assert_close(embeds[0], mu + 0.5 * standard_normal(mu.shape, 4) * sigma, rtol=1e-5, atol=1e-5)
+    with pytest.raises(MixError, match="2 distribution file.s. but 3 std_scale values"):
+        dreamdist.mix([a, b], std_scale=[1, 1, 1])
 
 
 def test_train_distribution_returns_the_file(tiny_model_dir, tmp_path):

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from dreamdist.errors import MixError
-from dreamdist.gaussian import FeatureGaussian, check_mix_rule, check_weights, mix, normalised_weights
+from dreamdist.gaussian import (
+    FeatureGaussian,
+    check_mix_rule,
+    check_std_scales,
+    check_weights,
+    mix,
+    normalised_weights,
+)
 from dreamdist.losses import ortho_loss
 
 
@@ -110,6 +117,35 @@ def test_weight_checks_are_one_function_for_every_caller():
     assert check_mix_rule("reference") == "reference"
     with pytest.raises(MixError, match="unknown --mix-rule 'avg'; choose from paper, reference"):
         check_mix_rule("avg", "--mix-rule")
+
+
+def test_std_scales_one_per_file_or_one_for_all():
+    assert check_std_scales(None, ["a", "b"]) == [1.0, 1.0]
+    assert check_std_scales(0.5, ["a", "b"]) == [0.5, 0.5] == check_std_scales([0.5], ["a", "b"])
+    assert check_std_scales([1, 0.5], ["a", "b"]) == [1.0, 0.5]
+    with pytest.raises(MixError, match=r"2 distribution file\(s\) but 3 --std-scale values; give one per file"):
+        check_std_scales([1, 1, 1], ["a", "b"], "--std-scale")
+    with pytest.raises(MixError, match="but 0 std_scale values"):
+        check_std_scales([], ["a", "b"])
+    for bad in (-0.5, float("inf"), "2", True):
+        with pytest.raises(MixError, match="for b must be a finite number >= 0"):
+            check_std_scales([1.0, bad], ["a", "b"])
+
+
+@pytest.mark.parametrize("rule", ["paper", "reference"])
+def test_mix_of_scaled_components_matches_an_independent_transcription(rule):
+    """Per-distribution scales s_i enter as s_i * sigma_i before the rule (the authors' generate.py:
+    sqrt(sum (sigma_i * s_i * a_i)^2); eq. 7: sum sqrt(a_i) s_i sigma_i)."""
+    a, b = _gauss(13), _gauss(14)
+    w, s = [0.6, 0.4], [1.5, 0.25]
+    m = mix([(a.scaled(s[0]), w[0]), (b.scaled(s[1]), w[1])], rule=rule)
+    sa, sb = a.sigma.double().numpy(), b.sigma.double().numpy()
+    if rule == "paper":
+        expect = math.sqrt(w[0]) * s[0] * sa + math.sqrt(w[1]) * s[1] * sb
+    else:
+        expect = np.sqrt((sa * s[0] * w[0]) ** 2 + (sb * s[1] * w[1]) ** 2)
+    np.testing.assert_allclose(m.sigma.numpy(), expect, rtol=1e-6)
+    np.testing.assert_allclose(m.mu.numpy(), w[0] * a.mu.numpy() + w[1] * b.mu.numpy(), rtol=1e-6, atol=1e-6)
 
 
 def test_ortho_loss_matches_formula_for_both_kinds():

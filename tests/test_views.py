@@ -3,6 +3,7 @@ gamma, seeds, mixing, saving/reloading, width check, and the trained-distributio
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -148,6 +149,24 @@ def test_unreadable_conditioning_file_is_one_line(tmp_path):
 def test_spec_json_round_trip():
     spec = SampleSpec(1, 0.5, "{}", ("{}, side view",), "", ("",), ("ab",), (1.0,), "paper", "m", ("side",), ("f",))
     assert SampleSpec.from_json(spec.to_json()) == spec
+    assert "std_scales" not in spec.to_json()  # no per-file scales: the JSON conditionings always had
+    scaled = sample_spec(seed=1, gamma=1.0, template="{}", view_templates=["{}, side view"], file_hashes=["a", "b"],
+                         std_scales=[1.0, 0.5])
+    assert scaled.std_scales == (1.0, 0.5) and SampleSpec.from_json(scaled.to_json()) == scaled
+
+
+def test_per_file_std_scales_are_part_of_the_spec(tiny_distribution, tiny_distribution_b, tiny_encoder):
+    files = [tiny_distribution, tiny_distribution_b]
+    plain = _cond(PromptDistribution.from_files(files, tiny_encoder))
+    ones = _cond(PromptDistribution.from_files(files, tiny_encoder, std_scale=[1.0, 1.0]))
+    half = _cond(PromptDistribution.from_files(files, tiny_encoder, std_scale=[1.0, 0.5]))
+    assert ones.spec == plain.spec and plain.spec.std_scales == () and plain.spec.file_std_scales == (1.0, 1.0)
+    assert torch.equal(ones.text_vd, plain.text_vd)
+    assert half.spec.std_scales == (1.0, 0.5) and not torch.allclose(half.text_vd, plain.text_vd)
+    assert half.spec.differences(plain.spec) == ["std_scales (1.0, 0.5) != (1.0, 1.0)"]
+    # a conditioning saved before per-file scales existed (no key in its JSON) stands for scales of 1
+    old = json.loads(plain.spec.to_json())
+    assert "std_scales" not in old and SampleSpec.from_json(json.dumps(old)).differences(ones.spec) == []
 
 
 def test_feature_width_check():

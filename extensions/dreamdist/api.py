@@ -23,7 +23,7 @@ import torch
 from dreamdist.distfile import DistributionFile, load_distribution
 from dreamdist.distribution import PromptDistribution
 from dreamdist.encoder import SoftPromptEncoder
-from dreamdist.gaussian import MixRule
+from dreamdist.gaussian import MixRule, check_mix_rule, check_std_scales, check_weights
 from dreamdist.runtime import native_resolution
 from dreamdist.sampling import latent_noise
 from dreamdist.train import TrainConfig
@@ -44,10 +44,12 @@ class Distribution:
     """
 
     def __init__(self, files: Sequence[DistributionFile], weights: Sequence[float] | None = None,
-                 rule: MixRule = "paper") -> None:
+                 rule: MixRule = "paper", std_scale: float | Sequence[float] | None = None) -> None:
         self.files = list(files)
-        self.weights = None if weights is None else [float(w) for w in weights]
-        self.rule = rule
+        labels = [str(f.path or f"file {i + 1}") for i, f in enumerate(self.files)]
+        self.weights = None if weights is None else check_weights(weights, labels, "weights")
+        self.rule = check_mix_rule(rule, "rule")
+        self.std_scales = check_std_scales(std_scale, labels, "std_scale")  # one per file
         self._bound: tuple[Any, PromptDistribution] | None = None  # (text encoder, its binding)
 
     def __repr__(self) -> str:
@@ -76,7 +78,7 @@ class Distribution:
         if self._bound is None or self._bound[0] is not encoder:
             soft = SoftPromptEncoder(pipe.tokenizer, encoder)
             self._bound = (encoder, PromptDistribution(self.files, soft, self.weights, self.rule,
-                                                       encoder_name=_pipeline_name(pipe)))
+                                                       encoder_name=_pipeline_name(pipe), std_scale=self.std_scales))
         return self._bound[1]
 
     @torch.no_grad()
@@ -88,7 +90,8 @@ class Distribution:
         ``gamma`` scales diversity (0: the mean prompt); ``template`` re-encodes the learned prompts
         in new words ("a {} at night"), default: the training template. Raises
         ``FingerprintMismatchError`` in one line when ``pipe``'s text encoder is not the one the
-        distribution was trained in.
+        distribution was trained in. In a mix with no ``template``, each file is encoded in its own
+        training template.
         """
         if n < 1:
             raise ValueError(f"n must be at least 1, not {n}")
@@ -116,13 +119,16 @@ def load(path: str | os.PathLike) -> Distribution:
 
 
 def mix(paths: Sequence[str | os.PathLike | Distribution], weights: Sequence[float] | None = None,
-        rule: MixRule = "paper") -> Distribution:
+        rule: MixRule = "paper", std_scale: float | Sequence[float] | None = None) -> Distribution:
     """A mix of several distributions with ``weights`` (default: equal; normalised to sum 1).
-    ``rule``: "paper" (eq. 7: sigma = sum sqrt(a_i) sigma_i) or "reference" (the authors' generate.py)."""
+    ``rule``: "paper" (eq. 7: sigma = sum sqrt(a_i) sigma_i) or "reference" (the authors' generate.py:
+    sigma = sqrt(sum (a_i sigma_i)^2)). ``std_scale``: file i's sigma_i becomes s_i * sigma_i before the
+    mix (generate.py's ``--std_scale``), one number for every file or one per file; default 1. Bad
+    weights, rules or scales are refused here, in one line (``MixError``)."""
     files: list[DistributionFile] = []
     for item in paths:
         files.extend(item.files if isinstance(item, Distribution) else [load_distribution(item)])
-    return Distribution(files, weights, rule)
+    return Distribution(files, weights, rule, std_scale)
 
 
 def train_distribution(images: str | os.PathLike, model: Any, out: str | os.PathLike, *,

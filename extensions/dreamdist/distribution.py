@@ -1,6 +1,8 @@
 """Distribution files bound to a text encoder: the one sampling code path for 2D and 3D.
 
-file(s) + template -> Gaussian(s) fitted on the re-encoded K prompts -> mixed -> samples.
+file(s) + template -> one Gaussian per file, fitted on its K prompts re-encoded in that template (or,
+when none is asked, in the file's own training template) -> each sigma scaled by the file's std scale
+-> mixed (eq. 7 or the reference rule) -> samples mu* + gamma * w * sigma*.
 """
 
 from __future__ import annotations
@@ -14,12 +16,24 @@ import torch
 from dreamdist.distfile import DistributionFile, file_sha256, load_distribution
 from dreamdist.encoder import SoftPromptEncoder
 from dreamdist.errors import MixError
-from dreamdist.gaussian import FeatureGaussian, MixRule, check_mix_rule, check_weights, mix, standard_normal
+from dreamdist.gaussian import (
+    FeatureGaussian,
+    MixRule,
+    check_mix_rule,
+    check_std_scales,
+    check_weights,
+    mix,
+    standard_normal,
+)
 from dreamdist.templates import Template
 
 
 class PromptDistribution:
-    """One or more learned prompt sets, mixed with ``weights`` under ``mix_rule``."""
+    """One or more learned prompt sets, mixed with ``weights`` under ``mix_rule``.
+
+    ``std_scale``: per-file scales of sigma applied before the mix (the authors' generate.py
+    ``--std_scale``): one number for every file, or one per file; default 1.
+    """
 
     def __init__(
         self,
@@ -28,17 +42,20 @@ class PromptDistribution:
         weights: Sequence[float] | None = None,
         mix_rule: MixRule = "paper",
         encoder_name: str = "the given text encoder",
+        std_scale: float | Sequence[float] | None = None,
     ) -> None:
         if not files:
             raise MixError("no distribution file given")
         labels = [str(f.path) if f.path else f"file {i + 1}" for i, f in enumerate(files)]
         self.weights = check_weights(weights, labels, "weights")  # as given: SampleSpec records them so
         self.mix_rule = check_mix_rule(mix_rule)
+        self.std_scales = check_std_scales(std_scale, labels, "std_scale")  # one per file
         for f in files:
             f.check_encoder(encoder.text_encoder, encoder_name)
         self.files = list(files)
         self.encoder = encoder
-        self._cache: dict[str, FeatureGaussian] = {}
+        self._fits: dict[tuple[int, str], FeatureGaussian] = {}  # (file index, template) -> unscaled fit
+        self._cache: dict[str | None, FeatureGaussian] = {}
 
     @classmethod
     def from_files(
@@ -48,12 +65,24 @@ class PromptDistribution:
         weights: Sequence[float] | None = None,
         mix_rule: MixRule = "paper",
         encoder_name: str = "the given text encoder",
+        std_scale: float | Sequence[float] | None = None,
     ) -> "PromptDistribution":
-        return cls([load_distribution(p) for p in paths], encoder, weights, mix_rule, encoder_name)
+        return cls([load_distribution(p) for p in paths], encoder, weights, mix_rule, encoder_name, std_scale)
 
     @property
     def training_template(self) -> str:
+        """The first file's training template (see ``templates`` for every file's)."""
         return self.files[0].template
+
+    def templates(self, template: str | Template | None = None) -> list[str]:
+        """The template each file is encoded in: ``template`` for all, or each file's own training
+        template when ``template`` is None."""
+        return [str(template) if template is not None else f.template for f in self.files]
+
+    def shared_template(self, template: str | Template | None = None) -> str | None:
+        """The one template every file is encoded in, or None when the files' own templates differ."""
+        texts = set(self.templates(template))
+        return texts.pop() if len(texts) == 1 else None
 
     @property
     def file_hashes(self) -> list[str]:
@@ -64,17 +93,24 @@ class PromptDistribution:
         return [f.path for f in self.files]
 
     @torch.no_grad()
-    def gaussian(self, template: str | Template | None = None) -> FeatureGaussian:
-        """The mixed Gaussian for ``template`` (default: the training template), fitted once."""
-        text = str(template) if template is not None else self.training_template
-        if text not in self._cache:
-            parsed = Template.parse(text)
-            parts = []
-            for f in self.files:
+    def components(self, template: str | Template | None = None) -> list[FeatureGaussian]:
+        """One Gaussian per file, its sigma scaled by the file's std scale: file i's K prompts
+        re-encoded in ``template`` (default: file i's own training template), each fitted once."""
+        parts = []
+        for i, (f, text, scale) in enumerate(zip(self.files, self.templates(template), self.std_scales)):
+            if (i, text) not in self._fits:
                 ctx = f.ctx.to(self.encoder.device, torch.float32)
-                parts.append(FeatureGaussian.fit(self.encoder.encode_soft(ctx, parsed).features.float()))
-            self._cache[text] = mix(list(zip(parts, self.weights)), self.mix_rule)
-        return self._cache[text]
+                features = self.encoder.encode_soft(ctx, Template.parse(text)).features.float()
+                self._fits[(i, text)] = FeatureGaussian.fit(features)
+            parts.append(self._fits[(i, text)].scaled(scale) if scale != 1.0 else self._fits[(i, text)])
+        return parts
+
+    def gaussian(self, template: str | Template | None = None) -> FeatureGaussian:
+        """The mixed Gaussian for ``template`` (default: each file in its own training template)."""
+        key = str(template) if template is not None else None
+        if key not in self._cache:
+            self._cache[key] = mix(list(zip(self.components(template), self.weights)), self.mix_rule)
+        return self._cache[key]
 
     def sample(self, seeds: Sequence[int], gamma: float = 1.0, template: str | None = None) -> torch.Tensor:
         """One prompt embedding per seed (n, L, d), float32 on the encoder's device."""

@@ -104,6 +104,32 @@ def check_weights(
     return [float(w) for w in weights]
 
 
+def check_std_scales(
+    scales: float | Sequence[float] | None, labels: Sequence[str], option: str = "std_scale"
+) -> list[float]:
+    """Per-distribution std scales (the authors' generate.py ``--std_scale``), one per mixed file:
+    file i's sigma_i becomes s_i * sigma_i before the mix (eq. 7 or the reference rule).
+
+    ``None`` means 1 for every file; one value (a number or a one-element list) is used for every file;
+    otherwise one per label. A count that is neither 1 nor ``len(labels)`` is refused, naming
+    ``option``; so is a value that is negative or not finite.
+    """
+    if scales is None:
+        return [1.0] * len(labels)
+    values = [scales] if isinstance(scales, (int, float)) else list(scales)
+    if len(values) == 1:
+        values = values * len(labels)
+    elif len(values) != len(labels):
+        raise MixError(
+            f"{len(labels)} distribution file(s) but {len(values)} {option} values; give one per file "
+            "(in the files' order) or one for all"
+        )
+    for i, s in enumerate(values):
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not math.isfinite(s) or s < 0:
+            raise MixError(f"{option}: {s!r} for {labels[i]} must be a finite number >= 0 (0 keeps only its mean)")
+    return [float(s) for s in values]
+
+
 def normalised_weights(weights: Sequence[float]) -> list[float]:
     """``weights`` scaled to sum 1 (left as they are when they already do, so 1/3 stays 1/3)."""
     total = float(sum(weights))
@@ -118,9 +144,16 @@ def mix(
     """Mix Gaussians with weights alpha (paper eq. 7).
 
     ``rule="paper"``: mu* = sum a_i mu_i, sigma* = sum sqrt(a_i) sigma_i.
-    ``rule="reference"`` (the authors' generate.py): sigma* = sqrt(sum (a_i sigma_i)^2), with any
-    per-distribution gamma applied beforehand via ``scaled``.
+    ``rule="reference"`` (the authors' generate.py): sigma* = sqrt(sum (a_i sigma_i)^2).
     Weights must be >= 0; weights that do not sum to 1 are normalised with a warning.
+
+    Per-distribution std scales s_i are applied to the components beforehand (``g.scaled(s_i)``,
+    ``PromptDistribution`` does it from ``std_scale``). That is how the authors' generate.py mixes:
+    it takes ``--weights_path``, ``--distribution_weight`` and ``--std_scale`` with exactly one
+    value per file each (asserted), fits each file's mu_i, sigma_i with the same prefix/suffix,
+    asserts the weights sum to 1, then mu* = sum a_i mu_i and
+    sigma* = sqrt(sum (sigma_i * s_i * a_i)^2), and samples mu* + w * sigma* with no further scale.
+    Here a sample is mu* + gamma * w * sigma*: gamma after the mix, s_i before it.
     """
     check_mix_rule(rule)
     if not components:

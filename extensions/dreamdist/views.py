@@ -56,29 +56,43 @@ class SampleSpec:
     base_model: str
     view_names: tuple[str, ...] = ()
     files: tuple[str, ...] = field(default=(), compare=False)  # informational: where they were read
+    # per-file sigma scales applied before the mix, one per file; () when every one is 1 (the spelling
+    # of conditionings saved before per-file scales existed, whose JSON has no such key)
+    std_scales: tuple[float, ...] = ()
 
     # Fields that must agree for a saved conditioning to stand for this run (``files`` may move).
     IDENTITY = (
         "seed", "gamma", "template", "view_templates", "negative_prompt", "negative_prompts_vd",
-        "file_hashes", "weights", "mix_rule", "base_model",
+        "file_hashes", "weights", "mix_rule", "base_model", "std_scales",
     )
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        raw = asdict(self)
+        if not raw["std_scales"]:  # no per-file scaling: the same JSON as before they existed
+            del raw["std_scales"]
+        return json.dumps(raw, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "SampleSpec":
         raw = json.loads(text)
-        for key in ("view_templates", "negative_prompts_vd", "file_hashes", "weights", "view_names", "files"):
+        for key in ("view_templates", "negative_prompts_vd", "file_hashes", "weights", "view_names", "files",
+                    "std_scales"):
             raw[key] = tuple(raw.get(key, ()))
         return cls(**raw)
+
+    @property
+    def file_std_scales(self) -> tuple[float, ...]:
+        """One sigma scale per file (1 where none was given)."""
+        return self.std_scales or (1.0,) * len(self.file_hashes)
 
     def differences(self, other: "SampleSpec") -> list[str]:
         """Human-readable ``name: mine != theirs`` for each identity field that differs."""
         out = []
         for name in self.IDENTITY:
             a, b = getattr(self, name), getattr(other, name)
-            if name == "gamma" or name == "weights":
+            if name == "std_scales":
+                a, b = self.file_std_scales, other.file_std_scales
+            if name in ("gamma", "weights", "std_scales"):
                 same = _close(a, b)
             else:
                 same = a == b
@@ -112,11 +126,14 @@ def sample_spec(
     base_model: str = "",
     view_names: Sequence[str] = (),
     files: Sequence[str] = (),
+    std_scales: Sequence[float] | None = None,
 ) -> SampleSpec:
     """The one place a ``SampleSpec`` is built: the spec a run expects (from the files alone, before
     any model loads) and the spec it samples must come out equal, so both are made here.
 
     ``negative_prompts_vd`` defaults to ``negative_prompt`` for every view, ``weights`` to equal ones.
+    ``std_scales``: one per file (the per-file sigma scales before the mix); None, or all 1, is
+    recorded as ``()``.
     """
     if negative_prompts_vd is None:
         negative_prompts_vd = [negative_prompt] * len(view_templates)
@@ -137,7 +154,16 @@ def sample_spec(
         base_model=str(base_model),
         view_names=tuple(view_names),
         files=tuple(str(f) for f in files),
+        std_scales=_std_scales(std_scales, len(file_hashes)),
     )
+
+
+def _std_scales(scales: Sequence[float] | None, n_files: int) -> tuple[float, ...]:
+    if scales is None or all(float(s) == 1.0 for s in scales):
+        return ()
+    if len(scales) != n_files:
+        raise InputError(f"{n_files} distribution file(s) but {len(scales)} std scales")
+    return tuple(float(s) for s in scales)
 
 
 @dataclass
@@ -238,6 +264,7 @@ def sample_view_conditioning(
         base_model=base_model,
         view_names=view_names,
         files=[str(p) for p in distribution.paths],
+        std_scales=distribution.std_scales,
     )
     feats = distribution.sample_views([spec.template, *spec.view_templates], spec.seed, spec.gamma).float()
     negs = distribution.encoder.encode_text([spec.negative_prompt, *spec.negative_prompts_vd]).float()
