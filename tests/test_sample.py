@@ -6,6 +6,7 @@ proxy around the real pipeline (optionally forwarding to it, else answering with
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -160,6 +161,8 @@ def test_mixing_same_file_keeps_mu_and_weight_one_reproduces_first(tmp_path, tin
         (["MISSING"], [], "nope.safetensors: no such distribution file"),
         (["SECOND"], ["--weights", "0.5", "-0.5"], "negative"),
         (["SECOND"], ["--weights", "1"], "one weight per file"),
+        (["SECOND"], ["--std-scale", "1", "1", "1"], "2 distribution file(s) but 3 --std-scale values"),
+        ([], ["--std-scale", "-1"], "must be a finite number >= 0"),
         ([], ["--model", "OTHER"], "trained on"),
         ([], ["--gamma", "-1"], "gamma must be"),
         ([], ["--height", "30"], "multiple of 8"),
@@ -219,7 +222,7 @@ def test_help_shows_a_default_only_where_it_says_something(capsys):
             assert empty not in text, (command, empty)
         if command != "inspect":
             assert "image i uses SEED+i (default: 0)" in text  # a zero default is still shown
-            assert "(default: the training template of the first file)" in text
+            assert "(default: each file's own training template)" in text
 
 
 def test_one_settings_object_drives_the_commands(tmp_path, tiny_distribution, tiny_distribution_b, tiny_sampler,
@@ -287,3 +290,61 @@ def test_png_metadata_round_trip(tmp_path):
     Image.new("RGB", (8, 8)).save(tmp_path / "plain.png")
     with pytest.raises(InputError, match="no dreamdist parameters"):
         read_png_params(tmp_path / "plain.png")
+
+
+# --------------------------------------------------------------------------- per-file templates and std scales
+
+
+@pytest.fixture(scope="module")
+def two_templates(tmp_path_factory, tiny_encoder, tiny_model_dir):
+    from conftest import write_random_distribution
+
+    folder = tmp_path_factory.mktemp("templates")
+    a = write_random_distribution(folder / "photo.safetensors", tiny_encoder, tiny_model_dir, seed=3,
+                                  template="a photo of {}")
+    b = write_random_distribution(folder / "snow.safetensors", tiny_encoder, tiny_model_dir, seed=4,
+                                  template="{} in the snow")
+    return a, b
+
+
+def test_std_scale_per_file_is_used_recorded_and_regenerates(tmp_path, two_templates, tiny_sampler, tiny_model_dir):
+    a, b = two_templates
+    sampler, proxy = capturing(tiny_sampler, tiny_model_dir, forward=True)
+    kw = dict(n=2, batch_size=2, steps=2, sampler=sampler, progress=False, weights=[0.6, 0.4])
+    run = sample([a, b], tmp_path / "scaled", std_scale=[1.0, 0.5], **kw)
+    dist = sampler.distribution([a, b], [0.6, 0.4], std_scale=[1.0, 0.5])
+    assert torch.equal(proxy.prompts(), dist.sample([0, 1], 1.0))  # each file in its own template, b's sigma halved
+    assert not torch.allclose(proxy.prompts(), sampler.distribution([a, b], [0.6, 0.4]).sample([0, 1], 1.0))
+    params = read_png_params(run.images[1])
+    assert params["std_scale"] == [1.0, 0.5] and params["weights"] == [0.6, 0.4]
+    assert params["template"] is None and params["templates"] == ["a photo of {}", "{} in the snow"]
+    argv = shlex.split(params["regenerate"])
+    assert argv[argv.index("--std-scale") + 1 : argv.index("--std-scale") + 3] == ["1.0", "0.5"]
+    assert "--template" not in argv  # each file in its own training template, as in the run
+    manifest = json.loads((run.out_dir / "manifest.json").read_text())
+    assert manifest["std_scale"] == [1.0, 0.5] and manifest["templates"] == params["templates"]
+    assert main([*argv[1:], "--out", str(tmp_path / "again"), "--no-progress"]) == 0
+    assert np.array_equal(pixels(tmp_path / "again" / "seed000001.png"), pixels(run.images[1]))
+    # no per-file scaling: recorded as ones, and the regenerate command stays as it was
+    plain = sample([a], tmp_path / "plain", **{**kw, "weights": None, "n": 1})
+    params = read_png_params(plain.images[0])
+    assert params["std_scale"] == [1.0] and params["template"] == "a photo of {}" and "templates" not in params
+    assert "--std-scale" not in params["regenerate"] and "--template 'a photo of {}'" in params["regenerate"]
+
+
+def test_std_scale_is_not_gamma_sweeps_keep_their_rows_and_mix_scales_each_end(tmp_path, two_templates):
+    a, b = two_templates
+    out = tmp_path / "sweep"
+    assert main(["sample", str(a), str(b), "--gamma", "0", "1", "--std-scale", "1", "0.5", "--n", "1",
+                 "--batch-size", "2", "--out", str(out), *STEPS]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["grid_rows"] == ["gamma 0", "gamma 1"] and manifest["std_scale"] == [1.0, 0.5]
+    assert manifest["grid_cols"] == ["seed 0"]
+    mix_out = tmp_path / "mix"
+    assert main(["mix", str(a), str(b), "--steps-between", "0", "--std-scale", "1", "0.5", "--batch-size", "2",
+                 "--out", str(mix_out), *STEPS]) == 0
+    assert json.loads((mix_out / "manifest.json").read_text())["std_scale"] == [1.0, 0.5]
+    assert main(["sample", str(b), "--std-scale", "0.5", "--n", "1", "--batch-size", "2", "--out",
+                 str(tmp_path / "b"), *STEPS]) == 0
+    # the right end of the row is b alone, in its own template, its sigma halved
+    assert np.array_equal(pixels(mix_out / "mix01-seed000000.png"), pixels(tmp_path / "b" / "seed000000.png"))

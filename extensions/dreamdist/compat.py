@@ -32,6 +32,15 @@ def transformers_dtype_kwargs(dtype: torch.dtype | None) -> dict[str, Any]:
     return {"dtype": dtype} if _TRANSFORMERS >= Version("4.56") else {"torch_dtype": dtype}
 
 
+def diffusers_dtype_kwargs(dtype: torch.dtype | None) -> dict[str, Any]:
+    """The ``DiffusionPipeline.from_pretrained`` keyword for a weight dtype: diffusers >= 0.40 calls it
+    ``dtype`` and warns (FutureWarning) on ``torch_dtype``; 0.39 and older (threestudio's pin 0.19.3)
+    only know ``torch_dtype``."""
+    if dtype is None:
+        return {}
+    return {"dtype": dtype} if _DIFFUSERS >= Version("0.40") else {"torch_dtype": dtype}
+
+
 def grad_scaler(device_type: str) -> Any:
     """fp16 loss scaling: ``torch.amp.GradScaler(device)`` exists from torch 2.3; torch 2.0/2.1/2.2
     (threestudio's pin is 2.0.x) have ``torch.cuda.amp.GradScaler``, CUDA only."""

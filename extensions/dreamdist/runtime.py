@@ -7,7 +7,7 @@ from typing import Literal
 
 import torch
 
-from dreamdist.compat import cpu_autocast_supports, no_pipeline_loading_bar
+from dreamdist.compat import cpu_autocast_supports, diffusers_dtype_kwargs, no_pipeline_loading_bar
 from dreamdist.encoder import SoftPromptEncoder
 from dreamdist.errors import InputError
 
@@ -52,7 +52,7 @@ def load_pipeline(model: str | os.PathLike, device: torch.device, dtype: torch.d
     try:
         with no_pipeline_loading_bar():
             pipe = DiffusionPipeline.from_pretrained(
-                model, torch_dtype=dtype, safety_checker=None, requires_safety_checker=False
+                model, **diffusers_dtype_kwargs(dtype), safety_checker=None, requires_safety_checker=False
             )
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot load model {model!r}: {exc}".splitlines()[0]) from None

@@ -2,8 +2,10 @@
 
 Image i uses seed SEED+i for its prompt sample and its noise, so `--index 7` (or `--seed 7 --n 1`)
 rebuilds image 7 of a run bit for bit with the same --batch-size, device and precision. Several
-files are mixed by the paper's eq. 7 (--weights, --mix-rule), all re-fitted with one --template
-(text-guided editing: "a photo of {} at night"). Several --gamma values give the Figure-5 grid.
+files are mixed by the paper's eq. 7 (--weights, --mix-rule), each re-fitted in --template (text-guided
+editing: "a photo of {} at night") or, without it, in its own training template; --std-scale scales
+each file's sigma before the mix. Several --gamma values give the Figure-5 grid (gamma scales the
+mixed sigma).
 
 Output: one PNG per image (its parameters, and the command that rebuilds it, in PNG text chunks),
 grid.png and manifest.json. Existing files are never overwritten: an --out folder that exists and
@@ -28,10 +30,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     from dreamdist.runtime import PRECISIONS
 
     parser.add_argument("--template", help="prompt template with exactly one {} where the learned vectors go, "
-                        "e.g. 'a photo of {} at night' (default: the training template of the first file)")
+                        "e.g. 'a photo of {} at night'; every file is re-encoded in it "
+                        "(default: each file's own training template)")
     parser.add_argument("--mix-rule", choices=MIX_RULES, default="paper",
                         help="eq. 7 sigma rule: paper = sum sqrt(a_i) sigma_i; "
                         "reference = sqrt(sum (a_i sigma_i)^2) as the authors' generate.py")
+    parser.add_argument("--std-scale", nargs="+", type=float, default=None, metavar="S",
+                        help="per-file diversity: file i's sigma_i becomes S_i * sigma_i before the mix (the "
+                        "authors' generate.py --std_scale); one value per file in the files' order, or one "
+                        "for all (default: 1). --gamma scales the mixed sigma after it")
     parser.add_argument("--seed", type=int, default=0, help="seed of image 0; image i uses SEED+i")
     parser.add_argument("--steps", type=int, default=50, help="denoising steps")
     parser.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance scale")
@@ -58,7 +65,7 @@ def settings_from_args(args: argparse.Namespace, **fields: Any) -> SampleSetting
     from dreamdist.sampling import SampleSettings
 
     return SampleSettings(
-        template=args.template, mix_rule=args.mix_rule, seed=args.seed, steps=args.steps,
+        template=args.template, mix_rule=args.mix_rule, std_scale=args.std_scale, seed=args.seed, steps=args.steps,
         guidance_scale=args.guidance_scale, negative=args.negative, batch_size=args.batch_size, model=args.model,
         device=args.device, precision=args.precision, height=args.height, width=args.width,
         progress=not args.no_progress, **fields,
@@ -81,7 +88,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", nargs="+", type=float, default=None,
                         help="one mixing weight per file, >= 0 (normalised to sum 1; default: equal)")
     parser.add_argument("--gamma", nargs="+", type=float, default=[1.0],
-                        help="diversity scale (0 = the mean prompt); several values give a sweep grid")
+                        help="diversity scale of the (mixed) distribution (0 = the mean prompt); several "
+                        "values give a sweep grid, one row each (per-file scales: --std-scale)")
     parser.add_argument("--n", type=int, default=16, help="number of images (indices 0..N-1)")
     parser.add_argument("--index", nargs="+", type=int, default=None,
                         help="only these image indices of the run (seeds SEED+I), e.g. to rebuild one image")

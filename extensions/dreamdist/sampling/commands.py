@@ -46,9 +46,18 @@ class _Run:
     files: list[DistributionFile]
     out_dir: Path
     settings: SampleSettings
-    template: str
+    templates: list[str]  # the template each file is encoded in: --template, or the file's own
     load_s: float
     started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def template(self) -> str | None:
+        """The one template every file is encoded in; None when the files' own templates differ."""
+        return self.templates[0] if len(set(self.templates)) == 1 else None
+
+    @property
+    def template_label(self) -> str:
+        return self.template if self.template is not None else " | ".join(self.templates)
 
     @classmethod
     def prepare(
@@ -62,7 +71,8 @@ class _Run:
             sampler = Sampler.load(settings.model or files[0].base_model, settings.device, settings.precision)
         sampler.image_size(settings.height, settings.width)
         load_s = time.perf_counter() - began
-        return cls(sampler, files, out_dir, settings, settings.template or files[0].template, load_s)
+        templates = [settings.template or f.template for f in files]
+        return cls(sampler, files, out_dir, settings, templates, load_s)
 
     def params(self, weights: Sequence[float] | None, command: str) -> dict[str, Any]:
         """What every PNG and the manifest record about the run (``weights=None``: per image)."""
@@ -74,6 +84,7 @@ class _Run:
             "file_sha256": [file_sha256(f.path) for f in self.files],
             "weights": [float(x) for x in weights or ()],
             "mix_rule": s.mix_rule,
+            "std_scale": s.std_scales(self.files),
             "template": self.template,
             "negative": s.negative,
             "steps": s.steps,
@@ -89,6 +100,8 @@ class _Run:
         }
         if weights is None:
             del params["weights"]
+        if self.template is None:  # no --template and the files were trained in different ones
+            params["templates"] = list(self.templates)
         return params
 
     def write(self, shots: Sequence[Shot], run_params: Mapping[str, Any], grid: GridSpec, fit_s: float) -> RunResult:
@@ -122,8 +135,12 @@ def regenerate_command(params: Mapping[str, Any]) -> str:
     argv = ["dreamdist", "sample", *params["files"]]
     if len(params["files"]) > 1:
         argv += ["--weights", *(repr(float(w)) for w in params["weights"]), "--mix-rule", params["mix_rule"]]
+    if any(float(x) != 1.0 for x in params.get("std_scale", ())):
+        argv += ["--std-scale", *(repr(float(x)) for x in params["std_scale"])]
+    if params["template"] is not None:  # None: each file in its own training template, the default
+        argv += ["--template", params["template"]]
     argv += [
-        "--template", params["template"], "--gamma", repr(float(params["gamma"])), "--seed", str(params["seed"]),
+        "--gamma", repr(float(params["gamma"])), "--seed", str(params["seed"]),
         "--n", "1", "--batch-size", str(params["batch_size"]), "--steps", str(params["steps"]),
         "--guidance-scale", repr(float(params["guidance_scale"])), "--model", params["model"],
         "--height", str(params["height"]), "--width", str(params["width"]), "--precision", params["precision"],
@@ -159,13 +176,13 @@ def sample(
     name = "+".join(Path(f).stem for f in files)
     run = _Run.prepare(files, out, name, settings, sampler)
     began = time.perf_counter()
-    dist = run.sampler.distribution(run.files, weights, settings.mix_rule)
-    gaussian = dist.gaussian(run.template)  # fitted once per run
+    dist = run.sampler.distribution(run.files, weights, settings.mix_rule, settings.std_scale)
+    gaussian = dist.gaussian(settings.template)  # fitted once per run
     run.sampler.negative_embeds(settings.negative)
     fit_s = time.perf_counter() - began
 
     if len(settings.gammas) > 1 or command == "sweep-gamma":
-        shots, grid = _gamma_rows(gaussian, settings, title=f"{name}: {run.template}")
+        shots, grid = _gamma_rows(gaussian, settings, title=f"{name}: {run.template_label}")
     else:
         shots, grid = _contact_sheet(gaussian, settings)
     params = {**run.params(dist.weights, command), "base_seed": settings.seed, "gammas": settings.gammas}
@@ -223,7 +240,8 @@ def mix_row(
 ) -> RunResult:
     """Figure-6-style interpolation: columns mix A and B with weights (1 - t, t), t from 0 to 1 in
     ``steps_between + 1`` steps (eq. 7); rows are ``n`` seeds (default 1), the same in every column.
-    Each file is fitted once; the columns mix the two fitted Gaussians."""
+    Each file is fitted once (in ``template``, or its own training template), its sigma scaled by its
+    ``std_scale``; the columns mix the two fitted Gaussians."""
     ts = mix_weights(steps_between)
     settings = settings_of(settings, options, n=1)
     if settings.indices or settings.weights is not None or len(settings.gammas) != 1:
@@ -233,9 +251,7 @@ def mix_row(
     name_a, name_b = Path(file_a).stem, Path(file_b).stem
     run = _Run.prepare([file_a, file_b], out, f"{name_a}--{name_b}", settings, sampler)
     began = time.perf_counter()
-    fa, fb = run.files
-    ga = run.sampler.distribution([fa]).gaussian(run.template)
-    gb = run.sampler.distribution([fb]).gaussian(run.template)
+    ga, gb = run.sampler.distribution(run.files, std_scale=settings.std_scale).components(settings.template)
     columns = [mix([(ga, 1.0 - t), (gb, t)], settings.mix_rule) for t in ts]
     run.sampler.negative_embeds(settings.negative)
     fit_s = time.perf_counter() - began

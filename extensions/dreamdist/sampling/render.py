@@ -10,7 +10,6 @@ import inspect
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -133,11 +132,7 @@ class Sampler:
         """Load ``model`` (a diffusers folder or hub id) on ``device`` ("auto": CUDA if present) at
         ``precision`` ("auto": fp16 on CUDA, fp32 on CPU)."""
         dev = device if isinstance(device, torch.device) else pick_device(device)
-        dtype = resolve_dtype(precision, dev)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*torch_dtype.*", category=FutureWarning)
-            pipe = load_pipeline(model, dev, dtype)
-        return cls(pipe, model)
+        return cls(load_pipeline(model, dev, resolve_dtype(precision, dev)), model)
 
     # ---- properties of the pipeline
 
@@ -182,10 +177,13 @@ class Sampler:
         files: Sequence[str | os.PathLike | DistributionFile],
         weights: Sequence[float] | None = None,
         mix_rule: str = "paper",
+        std_scale: float | Sequence[float] | None = None,
     ) -> PromptDistribution:
-        """Bind distribution files to this pipeline's text encoder (refusing another encoder's files)."""
+        """Bind distribution files to this pipeline's text encoder (refusing another encoder's files);
+        ``std_scale`` scales each file's sigma before the mix (one value, or one per file)."""
         loaded = [f if isinstance(f, DistributionFile) else load_distribution(f) for f in files]
-        return PromptDistribution(loaded, self.encoder, weights, mix_rule, encoder_name=self.model)
+        return PromptDistribution(loaded, self.encoder, weights, mix_rule, encoder_name=self.model,
+                                  std_scale=std_scale)
 
     def negative_embeds(self, text: str = "") -> torch.Tensor:
         """(1, L, d) features of the negative prompt, encoded once per text."""

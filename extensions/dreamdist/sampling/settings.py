@@ -14,7 +14,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
 from dreamdist.errors import InputError
-from dreamdist.gaussian import check_mix_rule, check_weights
+from dreamdist.gaussian import check_mix_rule, check_std_scales, check_weights
 from dreamdist.sampling.render import RenderSettings
 from dreamdist.seeds import MAX_SEED
 from dreamdist.templates import Template
@@ -28,8 +28,10 @@ class SampleSettings:
 
     ``gamma`` is one value or several (several: one grid row each); image ``i`` of the run (``i`` in
     ``range(n)``, or the given ``indices``) uses seed ``seed + i``. ``template``/``model``/``height``/
-    ``width`` default to the first file's training template, its base model and the model's native
-    size. ``weights`` (eq. 7, one per file) default to equal weights.
+    ``width`` default to each file's own training template, the first file's base model and the
+    model's native size. ``weights`` (eq. 7, one per file) default to equal weights. ``std_scale``
+    scales each file's sigma before the mix (the authors' generate.py ``--std_scale``): one value for
+    every file or one per file, default 1; ``gamma`` scales the mixed sigma after it.
     """
 
     gamma: float | Sequence[float] = 1.0
@@ -39,6 +41,7 @@ class SampleSettings:
     template: str | None = None
     weights: Sequence[float] | None = None
     mix_rule: str = "paper"
+    std_scale: float | Sequence[float] | None = None
     steps: int = 50
     guidance_scale: float = 7.5
     negative: str = ""
@@ -56,6 +59,9 @@ class SampleSettings:
         object.__setattr__(self, "indices", tuple(self.indices) if self.indices else None)
         if self.weights is not None:
             object.__setattr__(self, "weights", tuple(float(w) for w in self.weights))
+        if self.std_scale is not None:
+            scales = [self.std_scale] if isinstance(self.std_scale, (int, float)) else list(self.std_scale)
+            object.__setattr__(self, "std_scale", tuple(float(s) for s in scales))
 
     @classmethod
     def names(cls) -> frozenset[str]:
@@ -64,6 +70,10 @@ class SampleSettings:
     @property
     def gammas(self) -> list[float]:
         return list(self.gamma)  # type: ignore[arg-type]  # a tuple after __post_init__
+
+    def std_scales(self, files: Sequence[Any]) -> list[float]:
+        """One sigma scale per file of ``files`` (checked: 1 value or one per file)."""
+        return check_std_scales(self.std_scale, [str(f) for f in files], "--std-scale")
 
     @property
     def render(self) -> RenderSettings:
@@ -88,6 +98,7 @@ class SampleSettings:
         check_mix_rule(self.mix_rule, "--mix-rule")
         if self.weights is not None:
             check_weights(self.weights, [str(f) for f in files], "--weights")
+        self.std_scales(files)
         self.render.validate()
         if self.template is not None:
             Template.parse(self.template)  # raises TemplateError with the fix
