@@ -190,6 +190,7 @@ def test_config_fields_and_defaults(ts):
                  "perp_neg_f_sb", "view_dependent_prompt_front", "prompt_side"):
         assert name in cfg and name in base
     assert ts.parse_structured(cls.Config, {"distribution": "one.safetensors"}).distribution == "one.safetensors"
+    assert list(ts.parse_structured(cls.Config, {"std_scale": [1, 0.5]}).std_scale) == [1, 0.5]  # or a number
 
 
 def test_training_settings_are_train_config_fields_with_its_defaults(ts):
@@ -298,6 +299,33 @@ def test_mixing_two_distributions(ts, make, tiny_distribution, tiny_distribution
     ref = make(distribution=both, distribution_weights=[0.5, 0.5], mix_rule="reference", save_dir=str(tmp_path / "ref"))
     assert not torch.allclose(paper.text_embeddings_vd, ref.text_embeddings_vd)
     assert paper.conditioning.spec.mix_rule == "paper" and len(paper.conditioning.spec.file_hashes) == 2
+
+
+def test_std_scale_number_is_gamma_list_is_per_file_before_the_mix(ts, make, tiny_encoder, tiny_distribution,
+                                                                      tiny_distribution_b, tmp_path, monkeypatch):
+    from dreamdist.distribution import PromptDistribution
+
+    both = [str(tiny_distribution), str(tiny_distribution_b)]
+    mix = dict(distribution=both, distribution_weights=[0.5, 0.5], mix_rule="reference", sample_seed=3)
+    listed = make(std_scale=[1.0, 0.5], save_dir=str(tmp_path / "list"), **mix)
+    dist = PromptDistribution.from_files(both, tiny_encoder, [0.5, 0.5], "reference", std_scale=[1.0, 0.5])
+    expected = dist.sample_views(listed.prompts_vd, seed=3, gamma=1.0)
+    assert torch.allclose(listed.text_embeddings_vd.cpu(), expected, atol=1e-5)
+    spec = listed.conditioning.spec
+    assert spec.gamma == 1.0 and spec.std_scales == (1.0, 0.5)
+    # a number keeps its meaning: gamma after the mix, no per-file scales in the spec
+    number = make(std_scale=0.5, save_dir=str(tmp_path / "number"), **mix)
+    assert number.conditioning.spec.gamma == 0.5 and number.conditioning.spec.std_scales == ()
+    unscaled = PromptDistribution.from_files(both, tiny_encoder, [0.5, 0.5], "reference")
+    assert torch.allclose(number.text_embeddings_vd.cpu(), unscaled.sample_views(number.prompts_vd, 3, 0.5),
+                          atol=1e-5)
+    assert not torch.allclose(number.text_embeddings_vd, listed.text_embeddings_vd)
+    # the per-file scales name the sample: a resume reuses it, other scales are refused
+    _forbid_encoder(monkeypatch)
+    again = make(std_scale=[1.0, 0.5], save_dir=str(tmp_path / "list"), **mix)
+    assert torch.equal(again.text_embeddings_vd, listed.text_embeddings_vd)
+    message = _refusal(ts, lambda: make(std_scale=[0.5, 1.0], save_dir=str(tmp_path / "list"), **mix))
+    assert "std_scales (1.0, 0.5) != (0.5, 1.0)" in message or "std_scales (0.5, 1.0) != (1.0, 0.5)" in message
 
 
 def test_text_encoder_is_released_after_configure(ts, make, monkeypatch):
@@ -454,6 +482,11 @@ def test_refuses_missing_or_double_source_and_bad_settings(ts, make, tmp_path):
     assert "not both" in _refusal(ts, lambda: make(reference_images=str(tmp_path / "imgs")))
     assert "mix_rule" in _refusal(ts, lambda: make(mix_rule="average"))
     assert "std_scale" in _refusal(ts, lambda: make(std_scale=-1.0))
+    both = [str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]
+    assert "2 distribution file(s) but 3 std_scale values" in _refusal(
+        ts, lambda: make(distribution=both, std_scale=[1.0, 1.0, 0.5]))
+    assert "std_scale must be a number (gamma" in _refusal(ts, lambda: make(std_scale="wide"))
+    assert "std_scale: -1.0 for" in _refusal(ts, lambda: make(std_scale=[-1.0]))
 
 
 def _reference_folder(path: Path) -> Path:

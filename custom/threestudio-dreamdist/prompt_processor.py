@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ from dreamdist.views import (
     check_feature_width,
     distribution_cache_key,
     parse_view_templates,
+    sample_spec,
     sample_view_conditioning,
 )
 from threestudio.models.prompt_processors.base import PromptProcessor
@@ -127,7 +129,9 @@ class DreamdistPromptProcessor(PromptProcessor):
         distribution_weights: Optional[List[float]] = None
         mix_rule: str = "paper"  # "paper" (eq. 7) or "reference" (the authors' generate.py)
         sample_seed: int = 0  # the configs set ${seed}: the seed names the asset
-        std_scale: float = 1.0  # gamma: 0 is the mean prompt, > 1 more diverse
+        # a number: gamma after the mix (0 is the mean prompt, > 1 more diverse); a list: one scale per
+        # distribution file, applied to its sigma before the mix (the authors' generate.py --std_scale)
+        std_scale: Any = 1.0
 
         # ...or a folder of reference images to train a distribution from first (cached)
         # (TRAIN_SETTINGS: dreamdist.train.TrainConfig settings and its defaults, the paper's)
@@ -233,14 +237,13 @@ class DreamdistPromptProcessor(PromptProcessor):
     # ------------------------------------------------------------------ sampling
 
     def _check_config(self) -> None:
-        from dreamdist.gaussian import MIX_RULES
+        from dreamdist.gaussian import check_mix_rule
         from dreamdist.templates import Template
 
         cfg = self.cfg
         if not cfg.prompt.startswith("lib:"):  # a prompt-library entry is checked once looked up
             Template.parse(cfg.prompt)
-        if cfg.mix_rule not in MIX_RULES:
-            raise InputError(f"mix_rule must be one of {', '.join(MIX_RULES)}, not {cfg.mix_rule!r}")
+        check_mix_rule(cfg.mix_rule, "mix_rule")
         if cfg.distribution in (None, "", []) and not cfg.reference_images:
             raise InputError(
                 "no distribution: set system.prompt_processor.distribution=path/to/dist.safetensors "
@@ -248,8 +251,30 @@ class DreamdistPromptProcessor(PromptProcessor):
             )
         if cfg.distribution not in (None, "", []) and cfg.reference_images:
             raise InputError("set either distribution or reference_images, not both")
-        if cfg.std_scale < 0:
-            raise InputError(f"std_scale (gamma) must be >= 0, got {cfg.std_scale}")
+        self._std_scales()  # a bad std_scale, in one line
+
+    def _gamma(self) -> float:
+        """``std_scale`` as a number is gamma, applied after the mix; a list leaves gamma 1."""
+        value = self.cfg.std_scale
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 1.0
+
+    def _std_scales(self) -> Optional[List[float]]:
+        """``std_scale`` as a list: one sigma scale per distribution file, applied before the mix (one
+        value stands for every file); None when it is a number (gamma)."""
+        from dreamdist.gaussian import check_std_scales
+
+        value = self.cfg.std_scale
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value) or value < 0:
+                raise InputError(f"std_scale (gamma) must be a finite number >= 0, got {value}")
+            return None
+        if isinstance(value, (str, bytes, bool)) or hasattr(value, "keys") or not hasattr(value, "__iter__"):
+            raise InputError(
+                f"std_scale must be a number (gamma, after the mix) or a list of numbers (one per distribution "
+                f"file, applied to its sigma before the mix), not {value!r}"
+            )
+        labels = [self.cfg.reference_images] if self.cfg.reference_images else self._distribution_files()
+        return check_std_scales(list(value), labels, "std_scale")
 
     def _distribution_files(self) -> list[str]:
         dist = self.cfg.distribution
@@ -334,22 +359,20 @@ class DreamdistPromptProcessor(PromptProcessor):
 
                 raise DistributionFileError(f"{p}: no such distribution file")
             hashes.append(file_sha256(p))
-        weights = self.cfg.distribution_weights
-        if weights is None:
-            weights = [1.0 / len(paths)] * len(paths)
-        return SampleSpec(
-            seed=int(self.cfg.sample_seed),
-            gamma=float(self.cfg.std_scale),
+        return sample_spec(
+            seed=self.cfg.sample_seed,
+            gamma=self._gamma(),
             template=self.prompt,
-            view_templates=tuple(self.prompts_vd),
+            view_templates=self.prompts_vd,
             negative_prompt=self.negative_prompt,
-            negative_prompts_vd=tuple(self.negative_prompts_vd),
-            file_hashes=tuple(hashes),
-            weights=tuple(float(w) for w in weights),
+            negative_prompts_vd=self.negative_prompts_vd,
+            file_hashes=hashes,
+            weights=self.cfg.distribution_weights,
             mix_rule=self.cfg.mix_rule,
             base_model=self.cfg.pretrained_model_name_or_path,
-            view_names=tuple(d.name for d in self.directions),
-            files=tuple(paths),
+            view_names=[d.name for d in self.directions],
+            files=paths,
+            std_scales=self._std_scales(),
         )
 
     def _sample(self, paths: list[str]) -> ViewConditioning:
@@ -378,26 +401,29 @@ class DreamdistPromptProcessor(PromptProcessor):
                 str(cfg.guidance_model_name_or_path),
             )
             dist = PromptDistribution.from_files(
-                paths, encoder, weights=cfg.distribution_weights, mix_rule=cfg.mix_rule, encoder_name=model
+                paths, encoder, weights=cfg.distribution_weights, mix_rule=cfg.mix_rule, encoder_name=model,
+                std_scale=self._std_scales(),
             )
             cond = sample_view_conditioning(
                 dist,
                 self.prompt,
                 self.prompts_vd,
                 seed=cfg.sample_seed,
-                gamma=cfg.std_scale,
+                gamma=self._gamma(),
                 negative_prompt=self.negative_prompt,
                 negative_prompts_vd=self.negative_prompts_vd,
                 view_names=[d.name for d in self.directions],
                 base_model=model,
             )
-            cond = ViewConditioning(cond.spec, *(t.detach().clone() for t in (cond.text, cond.text_vd, cond.uncond, cond.uncond_vd)))
+            tensors = (cond.text, cond.text_vd, cond.uncond, cond.uncond_vd)
+            cond = ViewConditioning(cond.spec, *(t.detach().clone() for t in tensors))
         finally:
             del encoder
             dist = None  # noqa: F841 - drop the distribution's reference to the encoder too
             _release_memory()
         threestudio.info(
-            f"dreamdist: sample seed {cfg.sample_seed}, gamma {cfg.std_scale}, template {self.prompt!r}, "
+            f"dreamdist: sample seed {cfg.sample_seed}, gamma {self._gamma():g}, per-file std scales "
+            f"{self._std_scales() or 1}, template {self.prompt!r}, "
             f"{len(self.prompts_vd)} views, from {', '.join(paths)}"
         )
         return cond
