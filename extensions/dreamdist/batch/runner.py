@@ -17,10 +17,8 @@ from __future__ import annotations
 
 import collections
 import dataclasses
-import signal
 import statistics
 import sys
-import threading
 import time
 from typing import Any, Callable, TextIO
 
@@ -29,6 +27,7 @@ from dreamdist.batch.jobs import BatchSpec, JobResult, plan_training
 from dreamdist.batch.manifest import ACTIVE, Manifest, check_same_batch
 from dreamdist.batch.process import shell_line
 from dreamdist.batch.seeds import format_seeds
+from dreamdist.stop import StopRequest
 
 
 @dataclasses.dataclass
@@ -133,10 +132,6 @@ def dry_run(spec: BatchSpec, seeds: list[int], gpus: list[str] | None, out: Text
     return 0
 
 
-class _Stop(KeyboardInterrupt):
-    """SIGTERM (cluster pre-emption, `kill`) handled like Ctrl-C."""
-
-
 def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any], retries: int = 2,
               progress: bool | None = None, out: TextIO | None = None) -> Summary:
     """Run every seed not yet done; return the summary (its exit_code is the command's).
@@ -197,18 +192,12 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
             interrupted.append(res.seed)
         gallery()
 
-    on_main = threading.current_thread() is threading.main_thread()
-    old_term = signal.getsignal(signal.SIGTERM) if on_main else None
-    old_int = signal.getsignal(signal.SIGINT) if on_main else None
-
-    def on_term(signum, frame):  # noqa: ARG001
-        raise _Stop()
-
-    if on_main:
-        signal.signal(signal.SIGTERM, on_term)
+    # the first Ctrl-C / SIGTERM (cluster pre-emption, `kill`) stops the loop; later ones are ignored so the
+    # clean-up of running jobs is never cut short
+    stop = StopRequest(lambda name: say(f"{name}: stopping after the current poll"), second_sigint_aborts=False)
     try:
-        try:
-            while queue or in_flight:
+        with stop.installed():
+            while (queue or in_flight) and not stop.requested:
                 running = len(in_flight)
                 while queue and backend.capacity() > 0:
                     seed = queue.popleft()
@@ -224,25 +213,20 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
                     gallery()
                 for res in backend.wait(0.5):
                     handle(res, stopping=False)
-        except KeyboardInterrupt:
-            was_interrupted = True
-            if on_main:
-                signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the cleanup short
-            say(f"stopping: interrupting {len(in_flight)} running job(s); completed records are kept")
-            for res in backend.stop():
-                handle(res, stopping=True)
-            for seed in list(in_flight):  # no result came back (should not happen): still record it
-                attempt = next_attempt[seed] - 1
-                handle(JobResult(seed=seed, attempt=attempt, status="interrupted", wall_s=0.0,
-                                 trial_dir=str(spec.trial_dir(seed)), log=str(spec.log_path(seed, attempt))),
-                       stopping=True)
+            if stop.requested:
+                was_interrupted = True
+                say(f"stopping: interrupting {len(in_flight)} running job(s); completed records are kept")
+                for res in backend.stop():
+                    handle(res, stopping=True)
+                for seed in list(in_flight):  # no result came back (should not happen): still record it
+                    attempt = next_attempt[seed] - 1
+                    handle(JobResult(seed=seed, attempt=attempt, status="interrupted", wall_s=0.0,
+                                     trial_dir=str(spec.trial_dir(seed)), log=str(spec.log_path(seed, attempt))),
+                           stopping=True)
     finally:
         backend.close()
         bar.close()
         gallery(live=False)
-        if on_main:
-            signal.signal(signal.SIGTERM, old_term)
-            signal.signal(signal.SIGINT, old_int)
     ran = {r.seed for r in done} | set(failed) | set(interrupted)
     not_run = [s for s in p.todo if s not in ran]
     return Summary(requested=len(seeds), already_done=len(p.already_done), done=done, failed=failed,

@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("demo", "end-to-end demo on the embedded tiny model (no downloads, CPU, minutes)"),
     "train": ("train", "learn a prompt distribution from a folder of reference images"),
     "sample": ("sample", "sample images from one or more distributions (gamma, templates, mixing)"),
+    "finetune": ("finetune", "stage 2: fine-tune the UNet on the references, conditioned on a frozen distribution"),
     "sweep-gamma": ("sweep_gamma", "Figure-5-style grid: the same seeds across gamma values"),
     "mix": ("mix", "Figure-6-style interpolation row between two distributions"),
     "inspect": ("inspect", "show a distribution file's metadata, sigma summary and nearest tokens"),
@@ -37,6 +38,10 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         if action.required or d is None or d is False or (isinstance(d, (str, list, tuple)) and not d):
             return action.help or ""
         return super()._get_help_string(action)
+
+
+class ExampleHelpFormatter(HelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """HelpFormatter that also keeps the description's example commands as written."""
 
 
 def _top_parser() -> argparse.ArgumentParser:

@@ -18,18 +18,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
-    """Meaningful defaults shown (not None/False/[]), and the example in the description kept as written."""
-
-    def _get_help_string(self, action: argparse.Action) -> str:
-        if action.default in (None, False, [], argparse.SUPPRESS) or action.required:
-            return action.help or ""
-        return super()._get_help_string(action)
+from dreamdist.cli import ExampleHelpFormatter
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.formatter_class = _HelpFormatter
+    parser.formatter_class = ExampleHelpFormatter
     parser.add_argument("--threestudio", required=True, help="threestudio checkout (the folder holding launch.py)")
     parser.add_argument("--config", required=True,
                         help="threestudio config, e.g. configs/dreamdist-mvdream.yaml (relative to the current "

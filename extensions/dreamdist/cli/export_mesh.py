@@ -13,9 +13,9 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from dreamdist.cli.batch import _HelpFormatter
+    from dreamdist.cli import ExampleHelpFormatter
 
-    parser.formatter_class = _HelpFormatter
+    parser.formatter_class = ExampleHelpFormatter
     parser.add_argument("input", type=Path,
                         help="threestudio's model.obj (its .mtl and texture next to it, or vertex colours in it)")
     parser.add_argument("output", type=Path, help="GLB to write (LODs go next to it as NAME_LOD1.glb ...)")
