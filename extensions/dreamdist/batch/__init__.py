@@ -9,5 +9,6 @@ its own environment. Modules, one job each:
   attempts  per-seed lock and state: which checkpoint an attempt wrote, resume or start clean
   process   child processes (whole trees) that die with the runner and stop cleanly on Ctrl-C
   backends  local GPU slots (a thread per slot) or an existing Ray cluster
+  gallery   gallery.html in the output folder: a tile per seed (test renders, status, GLB, regenerate)
   runner    the loop: resume, queue, retries, progress bar, summary
 """
