@@ -154,5 +154,6 @@ def test_ortho_loss_matches_formula_for_both_kinds():
     cos = (unit @ unit.T).numpy()
     pairs = [cos[i, j] for i in range(5) for j in range(i + 1, 5)]
     assert ortho_loss(pooled).item() == pytest.approx(sum(abs(c) for c in pairs) / 20, rel=1e-5)
-    assert ortho_loss(pooled, "squared").item() == pytest.approx(sum(c * c for c in pairs) / 20, rel=1e-5)
+    # "squared" is now the authors' code: cos^2 over both triangles (ordered pairs), twice the i < j sum
+    assert ortho_loss(pooled, "squared").item() == pytest.approx(2 * sum(c * c for c in pairs) / 20, rel=1e-5)
     assert ortho_loss(pooled[:1]).item() == 0.0
