@@ -98,7 +98,8 @@ def plan_packages(reqs: list[Requirement], installed: dict[str, str]) -> Package
 def check_plan(plan: PackagePlan) -> None:
     """Refuse, in one line and before changing anything, what must not be installed by us."""
     if plan.too_old:
-        found = "; ".join(f"{name} {have} is installed, dreamdist needs {name}{need}" for name, have, need in plan.too_old)
+        found = "; ".join(f"{name} {have} is installed, dreamdist needs {name}{need}"
+                          for name, have, need in plan.too_old)
         raise Refusal(f"{found}. Nothing was changed: upgrade it yourself if your threestudio environment "
                       "allows it (see custom/threestudio-dreamdist/README.md), or install with --no-pip")
     for req in plan.missing:
@@ -124,7 +125,8 @@ def install_packages(plan: PackagePlan) -> list[str]:
             _pip("install", "--disable-pip-version-check", "-c", str(constraints), *map(str, plan.missing))
     _pip("install", "--disable-pip-version-check", "--no-deps", "-e", str(REPO))
     after = installed_packages()
-    changed = sorted(f"{n} {before[n]} -> {after.get(n)}" for n in before if n != "dreamdist" and after.get(n) != before[n])
+    changed = sorted(f"{n} {before[n]} -> {after.get(n)}" for n in before
+                     if n != "dreamdist" and after.get(n) != before[n])
     if changed:  # the constraints make this impossible; say so loudly if pip ever does it anyway
         print(f"warning: pip changed installed packages: {', '.join(changed)}", file=sys.stderr)
     return sorted(set(after) - set(before))

@@ -64,7 +64,8 @@ def write_random_distribution(path: Path, encoder, model_dir, k: int = 4, m: int
 @pytest.fixture(scope="session")
 def tiny_distribution(tmp_path_factory, tiny_encoder, tiny_model_dir) -> Path:
     """A random K=4, M=2 distribution file for the tiny epsilon model."""
-    return write_random_distribution(tmp_path_factory.mktemp("dists") / "random.safetensors", tiny_encoder, tiny_model_dir)
+    return write_random_distribution(tmp_path_factory.mktemp("dists") / "random.safetensors", tiny_encoder,
+                                     tiny_model_dir)
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,8 @@ def test_make_tiny_model_loads_with_stable_diffusion_pipeline(tmp_path, capsys):
     pipe = StableDiffusionPipeline.from_pretrained(out)
     assert pipe.scheduler.config.prediction_type == "epsilon"
     assert pipe.text_encoder.config.eos_token_id == pipe.tokenizer.eos_token_id
-    assert pipe.text_encoder.config.pad_token_id == pipe.tokenizer.pad_token_id == pipe.tokenizer.convert_tokens_to_ids("!")
+    pad = pipe.tokenizer.convert_tokens_to_ids("!")
+    assert pipe.text_encoder.config.pad_token_id == pipe.tokenizer.pad_token_id == pad
     assert main(["make-tiny-model", str(out)]) == 2  # refuses to clobber
     assert "--force" in capsys.readouterr().err
 
@@ -31,7 +32,8 @@ def test_inspect_reports_metadata_sigma_and_nearest_tokens(tiny_distribution, ca
     assert main(["inspect", str(tiny_distribution), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["num_prompts"] == 4 and report["num_tokens"] == 2 and report["image_count"] == 0  # numbers, not text
-    assert [p["token"] for p in report["positions"][:4]] == ["<|startoftext|>", "<learned>", "<learned>", "<|endoftext|>"]
+    tokens = [p["token"] for p in report["positions"][:4]]
+    assert tokens == ["<|startoftext|>", "<learned>", "<learned>", "<|endoftext|>"]
     assert report["positions"][0]["sigma_mean"] == 0.0  # SOS is the same in every prompt
     assert report["positions"][1]["sigma_mean"] > 0
     assert len(report["nearest_tokens"]) == 2 and len(report["nearest_tokens"][0]["tokens"]) == 3

@@ -142,7 +142,8 @@ def test_mvdream_config_keeps_threestudio_mvdreams_stock_settings():
     assert cfg.system_type == "mvdream-system" and cfg.data_type == "mvdream-random-multiview-camera-datamodule"
     assert cfg.system.guidance_type == "mvdream-multiview-diffusion-guidance"
     g = cfg.system.guidance
-    assert g.model_name == "sd-v2.1-base-4view" and g.guidance_scale == 50.0 and g.recon_loss and g.recon_std_rescale == 0.5
+    assert g.model_name == "sd-v2.1-base-4view" and g.guidance_scale == 50.0
+    assert g.recon_loss and g.recon_std_rescale == 0.5
     assert "view_dependent_prompting" not in g  # MVDream's default: off
     assert cfg.data.n_view == 4 and list(cfg.data.width) == [64, 256] and list(cfg.data.resolution_milestones) == [5000]
     assert cfg.trainer.max_steps == 10000 and cfg.trainer.precision == "16-mixed"

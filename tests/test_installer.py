@@ -17,7 +17,8 @@ SCRIPT = REPO / "scripts" / "install_threestudio_extension.py"
 # A threestudio v0.2.3 environment as its requirements make it (what matters to dreamdist's floors).
 THREESTUDIO_ENV = {"torch": "2.0.1+cu118", "transformers": "4.28.1", "diffusers": "0.19.3", "safetensors": "0.3.3",
                    "packaging": "23.1", "pillow": "10.0.1", "numpy": "1.24.4", "tqdm": "4.66.1", "omegaconf": "2.3.0",
-                   "filelock": "3.12.2", "matplotlib": "3.7.2", "lightning": "2.0.0", "huggingface-hub": "0.16.4", "tinycudann": "1.7"}
+                   "filelock": "3.12.2", "matplotlib": "3.7.2", "lightning": "2.0.0", "huggingface-hub": "0.16.4",
+                   "tinycudann": "1.7"}
 
 
 def _load(monkeypatch):

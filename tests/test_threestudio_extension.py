@@ -93,7 +93,8 @@ def ts(request):
     except ImportError as exc:
         sys.path[:] = saved_path
         _purge_threestudio()
-        pytest.skip(f"cannot import threestudio from {root}: {exc} (put stand-ins for its GPU-only imports on PYTHONPATH)")
+        pytest.skip(f"cannot import threestudio from {root}: {exc} (put stand-ins for its GPU-only imports on "
+                    "PYTHONPATH)")
     assert getattr(threestudio, "__standin__", False) is (not real)
     import threestudio.utils.base as ts_base
     import threestudio.utils.misc as ts_misc
@@ -146,7 +147,8 @@ def wide_guidance(tmp_path_factory):
     """A guidance model folder whose UNet cross-attends to 48-wide text features (the tiny one: 32)."""
     path = tmp_path_factory.mktemp("wide")
     (path / "unet").mkdir()
-    (path / "unet" / "config.json").write_text(json.dumps({"_class_name": "UNet2DConditionModel", "cross_attention_dim": 48}))
+    config = {"_class_name": "UNet2DConditionModel", "cross_attention_dim": 48}
+    (path / "unet" / "config.json").write_text(json.dumps(config))
     return path
 
 
@@ -263,7 +265,8 @@ def test_get_text_embeddings_cond_first_for_random_views(ts, make):
 def test_perp_neg_and_base_class_view_settings_are_kept(ts, make):
     proc = make(use_perp_neg=True, view_dependent_prompt_front=True, prompt_side="{} seen from the side",
                 front_threshold=30.0)
-    assert proc.prompts_vd == ["{} seen from the side", "front view of {}", "backside view of {}", "overhead view of {}"]
+    assert proc.prompts_vd == ["{} seen from the side", "front view of {}", "backside view of {}",
+                               "overhead view of {}"]
     out = proc()
     assert out.use_perp_neg
     elevation, azimuth = torch.tensor([10.0, 20.0, 70.0]), torch.tensor([10.0, 120.0, 0.0])

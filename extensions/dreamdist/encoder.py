@@ -58,7 +58,8 @@ class SoftPromptEncoder:
         from dreamdist.compat import transformers_dtype_kwargs
 
         tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
-        text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", **transformers_dtype_kwargs(dtype))
+        dtype_kwargs = transformers_dtype_kwargs(dtype)
+        text_encoder = CLIPTextModel.from_pretrained(model, subfolder="text_encoder", **dtype_kwargs)
         if device is not None:
             text_encoder = text_encoder.to(device)
         return cls(tokenizer, text_encoder)
