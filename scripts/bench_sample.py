@@ -23,16 +23,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "extensions"))
-
 
 def make_medium_model(path: Path, resolution: int = 256) -> Path:
     """A mid-sized random SD-2-architecture pipeline, same classes as the tiny one."""
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTokenizer
 
-    from dreamdist.tiny_model import write_tokenizer
+    from dreamdist.tiny_model import clip_text_encoder, sd_scheduler, write_tokenizer
 
     if (path / "model_index.json").exists():
         return path
@@ -40,11 +38,7 @@ def make_medium_model(path: Path, resolution: int = 256) -> Path:
     tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
     torch.manual_seed(0)
     hidden = 256
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=4,
-        num_attention_heads=4, max_position_embeddings=77, hidden_act="gelu", projection_dim=hidden,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-    ))
+    text_encoder = clip_text_encoder(tokenizer, hidden, layers=4, mlp_ratio=4)
     unet = UNet2DConditionModel(
         sample_size=resolution // 8, in_channels=4, out_channels=4, block_out_channels=(64, 128, 256),
         layers_per_block=2, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -56,8 +50,7 @@ def make_medium_model(path: Path, resolution: int = 256) -> Path:
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(32, 64, 128, 128), layers_per_block=1,
     )
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon")
+    scheduler = sd_scheduler()
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)

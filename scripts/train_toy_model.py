@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dreamdist.tiny_model import write_tokenizer
+from dreamdist.tiny_model import clip_text_encoder, sd_scheduler, write_tokenizer
 from dreamdist.toy.classify import classify
 from dreamdist.toy.shapes import BACKGROUNDS, COLOURS, SHAPES, caption_for, make_dataset
 
@@ -69,23 +69,7 @@ def build_vae():
 
 
 def build_text_encoder(tokenizer):
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    return CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=TEXT_HIDDEN,
-            intermediate_size=2 * TEXT_HIDDEN,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            hidden_act="gelu",
-            projection_dim=TEXT_HIDDEN,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    return clip_text_encoder(tokenizer, TEXT_HIDDEN)
 
 
 def build_unet():
@@ -103,21 +87,6 @@ def build_unet():
         attention_head_dim=(2, 4, 4),
         use_linear_projection=True,  # as SD 2.x
         norm_num_groups=16,
-    )
-
-
-def build_scheduler():
-    from diffusers import DDIMScheduler
-
-    return DDIMScheduler(
-        num_train_timesteps=1000,
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type="epsilon",
     )
 
 
@@ -277,7 +246,7 @@ def save_pipeline(out: Path, vae, text_encoder, unet, tokenizer_dir: Path, info:
         text_encoder=text_encoder,
         tokenizer=CLIPTokenizer.from_pretrained(tokenizer_dir),
         unet=copy.deepcopy(unet).half(),
-        scheduler=build_scheduler(),
+        scheduler=sd_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
@@ -397,7 +366,7 @@ def main(argv=None) -> int:
     n_unet = sum(p.numel() for p in unet.parameters())
     n_text = sum(p.numel() for p in text_encoder.parameters())
     log(f"UNet {n_unet / 1e6:.2f}M, text encoder {n_text / 1e6:.2f}M params; {len(captions.texts)} captions", t0)
-    scheduler = build_scheduler()
+    scheduler = sd_scheduler()
     unet, text_encoder = train_denoiser(unet, text_encoder, scheduler, latent_mean, latent_std, specs, captions,
                                         args, t0)
 

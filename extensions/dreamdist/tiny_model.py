@@ -79,6 +79,25 @@ def write_tokenizer(path: str | os.PathLike, words: tuple[str, ...] = TINY_WORDS
     (path / "special_tokens_map.json").write_text(json.dumps(special, indent=2))
 
 
+def clip_text_encoder(tokenizer, hidden_size: int, layers: int = 2, heads: int = 4, mlp_ratio: int = 2):
+    """A random CLIPTextModel for ``tokenizer`` (SD's special-token ids), the shape given."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    return CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=mlp_ratio * hidden_size,
+        num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=77, hidden_act="gelu",
+        projection_dim=hidden_size, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id))
+
+
+def sd_scheduler(prediction_type: str = "epsilon"):
+    """Stable Diffusion 2's DDIM scheduler settings (v_prediction: SD 2.1; epsilon: SD 2.1-base)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
+
+
 def make_tiny_model(
     path: str | os.PathLike,
     prediction_type: str = "epsilon",
@@ -91,8 +110,8 @@ def make_tiny_model(
     ``prediction_type`` "epsilon" mimics SD 2.1-base, "v_prediction" SD 2.1.
     """
     import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    from diffusers import AutoencoderKL, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTokenizer
 
     if prediction_type not in ("epsilon", "v_prediction"):
         raise ValueError(f"prediction_type must be 'epsilon' or 'v_prediction', not {prediction_type!r}")
@@ -103,21 +122,7 @@ def make_tiny_model(
     tokenizer = CLIPTokenizer.from_pretrained(staging / "tokenizer")
 
     torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(
-        CLIPTextConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=hidden_size,
-            intermediate_size=2 * hidden_size,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            max_position_embeddings=77,
-            hidden_act="gelu",
-            projection_dim=hidden_size,
-            bos_token_id=tokenizer.bos_token_id,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-        )
-    )
+    text_encoder = clip_text_encoder(tokenizer, hidden_size)
     unet = UNet2DConditionModel(
         sample_size=resolution // 2,
         in_channels=4,
@@ -141,15 +146,7 @@ def make_tiny_model(
         norm_num_groups=8,
         sample_size=resolution,
     )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    )
+    scheduler = sd_scheduler(prediction_type)
     pipe = StableDiffusionPipeline(
         vae=vae,
         text_encoder=text_encoder,
