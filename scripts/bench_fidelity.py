@@ -5,10 +5,27 @@ sets drawn by the toy generator and every sample labelled by the rule-based toy 
 
 1. two modes: 6 red squares + 6 blue circles. A distribution (K=8, M=2) against a single learned
    prompt (K=1, no orthogonality loss: textual-inversion-like). Share of each mode, out-of-set share
-   (anything else, unrecognised shapes included), coverage (both modes >= 20%).
+   (anything else, unrecognised shapes included), both modes present (each >= 20%), and the paper's
+   Table-1 distribution metrics in a toy feature space (see below): Frechet distance, density and
+   coverage (Naeem et al. 2020, k=5), with the real set itself (other seeds) as the reference point.
 2. gamma 0 / 1 / 2 on the same distribution: mode shares, out-of-set share, pixel diversity.
 3. mixing a red-square-only distribution with a blue-circle-only one, blue weight 0 .. 1 (eq. 7).
 4. text-guided editing: the red-square distribution re-encoded in templates asking for blue.
+
+Toy feature space (``toy_features``). FID, CLIP-I and DINO need pretrained encoders (downloads);
+the toy world has none, so the distribution metrics of sections 1-3 use 7 numbers per image that
+describe exactly what toy images vary in: the mean colour of the foreground (3), its
+intersection-over-union with an ideal square, circle and triangle fitted to its bounding box (3), and
+its area (1). Raw pixels would be dominated by the background and the shape's position, which the
+references vary on purpose; these features play the role Inception/CLIP features play for photos
+(what is drawn, not where). The real set (``--real-set``) is by default the toy model's own rendering
+of the two modes: ``--real-per-mode`` images each from the captions "a red square" and "a blue circle"
+(the model's best rendering of the reference distribution when told exactly what to draw). The toy
+model draws softer, rounder and less saturated shapes than the generator does, and exact drawings
+(``--real-set drawn``: a fresh draw of the two-mode world) sit so tightly in these features that no
+sample of the model comes within their k-NN radii (density and coverage ~0 even for the captions'
+own images): that measures the model's rendering, not the distribution. Density, coverage and the
+Frechet distance are ``dreamdist.evaluate.metrics``' implementations, the ones ``dreamdist evaluate`` uses.
 
 Training and sampling are the project's own (``dreamdist.train.train_distribution``,
 ``dreamdist.sampling.Sampler``); this script only draws the data, calls them and counts.
@@ -37,9 +54,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "extensions"))
 
+from dreamdist.evaluate.metrics import DEFAULT_K, density_coverage, frechet_distance_of_features  # noqa: E402
 from dreamdist.toy import toy_model_path  # noqa: E402
-from dreamdist.toy.classify import classify  # noqa: E402
-from dreamdist.toy.shapes import ToySpec, random_spec, save_reference_set  # noqa: E402
+from dreamdist.toy.classify import CHROMA_THRESHOLD, MIN_AREA, _largest_component, classify, to_array  # noqa: E402
+from dreamdist.toy.shapes import (  # noqa: E402
+    SHAPES,
+    ToySpec,
+    caption_for,
+    draw,
+    random_spec,
+    save_reference_set,
+    shape_mask,
+)
 
 MODE_A = ("red", "square")
 MODE_B = ("blue", "circle")
@@ -67,7 +93,61 @@ def write_sets(root: Path, per_mode: int, single_set: int, seed: int) -> dict[st
             for i, (name, specs) in enumerate(sets.items())}
 
 
+def real_two_mode_images(per_mode: int, seed: int) -> list[np.ndarray]:
+    """A fresh draw of the two-mode world (other seeds than the training references)."""
+    specs = reference_specs(*MODE_A, per_mode, seed + 100) + reference_specs(*MODE_B, per_mode, seed + 101)
+    rng = np.random.default_rng(seed + 102)
+    return [draw(spec, rng) for spec in specs]
+
+
+def caption_images(pipe, per_mode: int, steps: int, guidance: float, seed: int, batch: int) -> list:
+    """The toy model's rendering of the two modes: ``per_mode`` images from each mode's plain caption."""
+    prompts = [caption_for(MODE_A[1], MODE_A[0])] * per_mode + [caption_for(MODE_B[1], MODE_B[0])] * per_mode
+    images = []
+    for start in range(0, len(prompts), batch):
+        generator = torch.Generator().manual_seed(seed + 1_000 + start)
+        with torch.no_grad():
+            images += pipe(prompt=prompts[start:start + batch], num_inference_steps=steps, guidance_scale=guidance,
+                           generator=generator).images
+    return images
+
+
 # --------------------------------------------------------------------------- counting
+
+
+def toy_features(images) -> np.ndarray:
+    """(n, 7): foreground mean RGB, IoU with an ideal square / circle / triangle fitted to the
+    foreground's bounding box (the classifier's own measure), foreground area fraction. An image with
+    no foreground gets its mean RGB and zeros."""
+    rows = []
+    for image in images:
+        rgb = to_array(image)[..., :3]
+        mask = _largest_component(rgb.max(axis=-1) - rgb.min(axis=-1) > CHROMA_THRESHOLD)
+        area = int(mask.sum())
+        if area < MIN_AREA:
+            rows.append([*rgb.reshape(-1, 3).mean(axis=0), 0.0, 0.0, 0.0, 0.0])
+            continue
+        ys, xs = np.nonzero(mask)
+        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+        h, w = mask.shape
+        gx, gy = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5, indexing="xy")
+        size = float(max(x1 - x0, y1 - y0))
+        sx = (gx - (x0 + x1) / 2) * size / (x1 - x0)
+        sy = (gy - (y0 + y1) / 2) * size / (y1 - y0)
+        ious = []
+        for shape in SHAPES:
+            ideal = shape_mask(shape, size, 0.0, 0.0, sx, sy)
+            ious.append(float((ideal & mask).sum() / max(1, (ideal | mask).sum())))
+        rows.append([*rgb[mask].mean(axis=0), *ious, area / mask.size])
+    return np.asarray(rows, dtype=np.float64)
+
+
+def distribution_metrics(images, real_features: np.ndarray, k: int = DEFAULT_K) -> dict:
+    """Frechet distance, density and coverage of ``images`` against the real set, in toy features."""
+    feats = toy_features(images)
+    density, coverage = density_coverage(real_features, feats, k)
+    fd = frechet_distance_of_features(feats, real_features) if len(feats) > 1 else float("nan")
+    return {"fd": fd, "density": density, "dc_coverage": coverage}
 
 
 def labels_of(images) -> list[tuple[str, str]]:
@@ -89,7 +169,7 @@ def diversity(images) -> float:
     return float(np.sqrt(d2[iu]).mean())
 
 
-def summarise(images) -> dict:
+def summarise(images, real_features: np.ndarray | None = None) -> dict:
     labels = labels_of(images)
     n = max(1, len(labels))
     a = sum(lab == MODE_A for lab in labels) / n
@@ -108,6 +188,8 @@ def summarise(images) -> dict:
         "other_labels": collections.Counter(
             f"{c} {s}" for c, s in labels if (c, s) not in (MODE_A, MODE_B)).most_common(),
     }
+    if real_features is not None:
+        row.update(distribution_metrics(images, real_features))
     return row
 
 
@@ -117,6 +199,9 @@ def summarise(images) -> dict:
 def train(pipe, images_dir: Path, out: Path, k: int, args, ortho: bool = True, log=print) -> Path:
     from dreamdist.train import TrainConfig, train_distribution
 
+    if getattr(args, "reuse", False) and out.is_file():
+        log(f"  reusing {out} (--reuse: trained earlier, with the settings of that run)")
+        return out
     config = TrainConfig(
         num_prompts=k,
         num_tokens=args.tokens,
@@ -155,6 +240,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--template", default="{}", help="training template")
     p.add_argument("--per-mode", type=int, default=6, help="images per mode in the two-mode set")
+    p.add_argument("--real-set", choices=("captions", "drawn"), default="captions",
+                   help="what density/coverage/FD compare against: the toy model's images for the two modes' "
+                   "captions, or exact drawings of the two-mode world (see the module doc)")
+    p.add_argument("--real-per-mode", type=int, default=32, help="images per mode in that real set")
+    p.add_argument("--reuse", action="store_true",
+                   help="reuse distribution files already in --work-dir instead of training them again")
     p.add_argument("--single-set", type=int, default=8, help="images in each one-mode set (for mixing/editing)")
     p.add_argument("--samples", type=int, default=64, help="images sampled per row")
     p.add_argument("--sample-steps", type=int, default=25)
@@ -170,6 +261,18 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def fmt(x: float) -> str:
     return f"{100 * x:.0f}%"
+
+
+def real_set_text(args) -> str:
+    if args.real_set == "drawn":
+        return f"a fresh exact drawing of {2 * args.real_per_mode} two-mode images"
+    return f"the toy model's {args.real_per_mode} + {args.real_per_mode} images for 'a red square' / 'a blue circle'"
+
+
+def dc_text(row: dict) -> str:
+    if "density" not in row:
+        return ""
+    return f", FD {row['fd']:.3f}, density {row['density']:.2f}, coverage {row['dc_coverage']:.2f}"
 
 
 def main(argv=None) -> int:
@@ -212,13 +315,26 @@ def main(argv=None) -> int:
               f"{args.guidance}; training {args.train_steps} steps, M={args.tokens}, S={args.train_samples}, "
               f"batch {args.train_batch}, template {args.template!r}", flush=True)
         sets = write_sets(work / "refs", args.per_mode, args.single_set, args.seed)
+
+        def real_images_of(per_mode: int, seed: int) -> list:
+            if args.real_set == "drawn":
+                return real_two_mode_images(per_mode, seed)
+            return caption_images(sampler.pipe, per_mode, args.sample_steps, args.guidance, seed,
+                                  settings.batch_size)
+
+        real_images = real_images_of(args.real_per_mode, args.seed)
+        real_features = toy_features(real_images)
+        real_row = summarise(real_images)
+        print(f"  real set ({args.real_set}): red square {fmt(real_row['red_square'])}, blue circle "
+              f"{fmt(real_row['blue_circle'])}, out-of-set {fmt(real_row['out_of_set'])}", flush=True)
         want = set(args.sections)
         k = args.prompts
         files = {}
         if want & {"1", "2"}:
             files["dist"] = train(sampler.pipe, sets["two_mode"], work / f"two_mode_k{k}.safetensors", k, args)
         if "1" in want:
-            files["single"] = train(sampler.pipe, sets["two_mode"], work / "two_mode_k1.safetensors", 1, args, ortho=False)
+            files["single"] = train(sampler.pipe, sets["two_mode"], work / "two_mode_k1.safetensors", 1, args,
+                                    ortho=False)
         if want & {"3", "4"}:
             files["red"] = train(sampler.pipe, sets["red_square"], work / f"red_square_k{k}.safetensors", k, args)
         if "3" in want:
@@ -227,11 +343,12 @@ def main(argv=None) -> int:
 
         def run(section: str, setting: str, gaussian, gamma: float = 1.0, images=None) -> None:
             t = time.time()
-            row = summarise(images if images is not None else sample(gaussian, gamma))
+            real = real_features if section[0] in "123" else None  # an edit's target is not the two-mode set
+            row = summarise(images if images is not None else sample(gaussian, gamma), real)
             rows.append((section, setting, row))
             others = ", ".join(f"{label} {count}" for label, count in row["other_labels"][:4])
             print(f"  {section} | {setting}: red square {fmt(row['red_square'])}, blue circle "
-                  f"{fmt(row['blue_circle'])}, out-of-set {fmt(row['out_of_set'])} [{others}] "
+                  f"{fmt(row['blue_circle'])}, out-of-set {fmt(row['out_of_set'])} [{others}]{dc_text(row)} "
                   f"({time.time() - t:.0f}s)", flush=True)
 
         if "1" in want:
@@ -239,6 +356,8 @@ def main(argv=None) -> int:
             run("1 two modes", "single prompt K=1", sampler.distribution([files["single"]]).gaussian())
             run("1 two modes", f"the K={k} prompts themselves, no Gaussian (diagnostic)", None,
                 images=sample_prompts(files["dist"]))
+            run("1 two modes", f"real set again, other seeds ({args.real_set}; what a perfect distribution scores)",
+                None, images=real_images_of(max(1, args.samples // 2), args.seed + 7))
         if "2" in want:
             dist = sampler.distribution([files["dist"]])
             for g in GAMMAS:
@@ -254,17 +373,22 @@ def main(argv=None) -> int:
                 run("4 edit", f"red-square dist, {template!r}", red.gaussian(template))
 
     print()
-    print("| section | setting | red square | blue circle | out-of-set | coverage | blue (any shape) | blue square "
-          "| diversity |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| section | setting | red square | blue circle | out-of-set | both modes | FD | density | coverage "
+          "| blue (any shape) | blue square | diversity |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for section, setting, row in rows:
-        cover = "yes" if row["coverage"] else "no"
+        both = "yes" if row["coverage"] else "no"
+        fd, density, cover = ((f"{row['fd']:.3f}", f"{row['density']:.2f}", f"{row['dc_coverage']:.2f}")
+                              if "density" in row else ("-", "-", "-"))
         print(f"| {section} | {setting} | {fmt(row['red_square'])} | {fmt(row['blue_circle'])} | "
-              f"{fmt(row['out_of_set'])} | {cover} | {fmt(row['blue'])} | {fmt(row['blue_square'])} | "
-              f"{row['diversity']:.3f} |")
-    print("coverage: both modes >= 20%. out-of-set: neither a red square nor a blue circle (blends, other "
-          "colours or shapes, unrecognised blobs). blue square: the edit's target (new colour, shape kept). "
-          "diversity: mean pairwise RMS pixel distance.")
+              f"{fmt(row['out_of_set'])} | {both} | {fd} | {density} | {cover} | {fmt(row['blue'])} | "
+              f"{fmt(row['blue_square'])} | {row['diversity']:.3f} |")
+    print(f"both modes: each mode >= 20% of the samples. out-of-set: neither a red square nor a blue circle "
+          f"(blends, other colours or shapes, unrecognised blobs). FD (Frechet distance, lower is better), "
+          f"density and coverage (Naeem et al. 2020, k={DEFAULT_K}; 1 and 1 for samples drawn like the real "
+          f"set): against {real_set_text(args)}, in the toy feature space "
+          "(foreground colour, shape IoUs, area); sections 1-3 only. blue square: the edit's target (new "
+          "colour, shape kept). diversity: mean pairwise RMS pixel distance.")
     print(f"\n{args.samples} samples per row; total {time.time() - began:.0f}s")
     if args.json:
         payload = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

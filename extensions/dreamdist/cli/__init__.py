@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sweep-gamma": ("sweep_gamma", "Figure-5-style grid: the same seeds across gamma values"),
     "mix": ("mix", "Figure-6-style interpolation row between two distributions"),
     "inspect": ("inspect", "show a distribution file's metadata, sigma summary and nearest tokens"),
+    "evaluate": ("evaluate", "score generated images against references: FID, CLIP-I, DINO, density, coverage"),
     "make-tiny-model": ("make_tiny_model", "write a tiny random-weight SD-2-architecture model"),
     "batch": ("batch", "train many 3D assets (one per seed) with threestudio, resumable"),
     "export-mesh": ("export_mesh", "convert a threestudio OBJ export to a game-ready GLB"),
