@@ -142,6 +142,29 @@ def test_mean_cosine_by_hand():
     assert M.mean_cosine(r, r) == pytest.approx((1 + 1 + 2 / math.sqrt(2)) / 4)
 
 
+# --------------------------------------------------------------------------- diversity
+
+
+def naive_diversity(x: np.ndarray) -> float:
+    """Mean over unordered pairs i < j of 1 - cos(x_i, x_j), transcribed with plain loops."""
+    pairs = [(i, j) for i in range(len(x)) for j in range(i + 1, len(x))]
+    cos = [float(x[i] @ x[j]) / (np.linalg.norm(x[i]) * np.linalg.norm(x[j])) for i, j in pairs]
+    return sum(1 - c for c in cos) / len(pairs)
+
+
+def test_diversity_is_the_mean_pairwise_cosine_distance():
+    x = np.array([[1.0, 0.0], [0.0, 3.0], [2.0, 2.0]])
+    # pairs: (1,2) cos 0 -> 1; (1,3) cos 1/sqrt2; (2,3) cos 1/sqrt2 -> mean (3 - sqrt2) / 3
+    assert M.mean_pairwise_cosine_distance(x) == pytest.approx((3 - math.sqrt(2)) / 3, rel=1e-12)
+    assert M.mean_pairwise_cosine_distance(np.array([[1.0, 2.0], [-1.0, -2.0]])) == pytest.approx(2.0)
+    assert M.mean_pairwise_cosine_distance(np.array([[1.0, 2.0], [3.0, 6.0]])) == pytest.approx(0.0, abs=1e-12)
+    rng = np.random.default_rng(4)
+    y = rng.normal(size=(9, 5))
+    assert M.mean_pairwise_cosine_distance(y) == pytest.approx(naive_diversity(y), abs=1e-12)
+    with pytest.raises(ValueError, match="at least 2"):
+        M.mean_pairwise_cosine_distance(y[:1])
+
+
 # --------------------------------------------------------------------------- density / coverage
 
 
@@ -279,12 +302,14 @@ def test_evaluate_command_json_and_table(tiny_encoder_dirs, toy_folders, capsys)
     out = json.loads(capsys.readouterr().out)
     assert out["references"]["images"] == 8
     [row] = out["rows"]
-    assert row["images"] == 6 and set(row["metrics"]) == {"fid", "clip-i", "dino", "density", "coverage"}
+    assert row["images"] == 6 and set(row["metrics"]) == {"fid", "clip-i", "dino", "density", "coverage",
+                                                          "diversity"}
     assert all(isinstance(v, float) for v in row["metrics"].values())
     assert -1 <= row["metrics"]["clip-i"] <= 1 and 0 <= row["metrics"]["coverage"] <= 1
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "FD_CLIP (lower better)" in table and "CLIP-I" in table and "coverage" in table
+    assert "diversity" in table and "cosine distance" in table
     assert "references: " in table and "(8 images)" in table
 
 
@@ -378,3 +403,79 @@ def test_help_names_the_default_encoders_and_downloads(capsys):
     for word in ("openai/clip-vit-base-patch32", "facebook/dino-vits16", "Inception-v3", "download",
                  'pip install "dreamdist[evaluate]"', "k=5", "manifest.json"):
         assert word in text
+
+
+# --------------------------------------------------------------------------- dreamdist batch folders
+
+
+@pytest.fixture(scope="module")
+def batch_out(tmp_path_factory):
+    """A real small batch against the stand-in launch.py (as tests/test_batch_gallery.py): seeds 0-2,
+    seed 1 fails in training, 3 test views per seed."""
+    from test_batch_gallery import args as batch_args
+    from test_batch_gallery import make_env
+
+    with pytest.MonkeyPatch.context() as mp:
+        env = make_env(tmp_path_factory.mktemp("batch-eval"), mp)
+        mp.setenv("STANDIN_LAUNCH_FAIL_SEEDS", "1")
+        code = main(batch_args(env, "--seeds", "0-2", "--gpus", "0", "--retries", "0", "trainer.max_steps=10",
+                               "data.n_test_views=3"))
+    assert code == 1  # seed 1 failed
+    return env.out
+
+
+def test_batch_folder_is_one_row_of_front_stills(batch_out, tiny_encoder_dirs, toy_folders, capsys):
+    from dreamdist.batch.gallery import find_test_renders
+    from dreamdist.batch.manifest import Manifest
+
+    [group] = generated_groups(batch_out, crop_dir=batch_out.parent / "crops")
+    assert group.label == "cats batch" and group.info["seeds"] == [0, 2] and group.info["seeds_not_done"] == [1]
+    latest = Manifest(batch_out / "manifest.jsonl").latest()
+    for seed, crop, still in zip((0, 2), group.paths, group.info["stills"]):
+        assert Path(still) == find_test_renders(Path(latest[seed]["trial_dir"]))[0]  # the gallery's still
+        assert Path(still).name == "0.png"  # test view 0: the front
+        full = np.asarray(Image.open(still).convert("RGB"))
+        h, w, _ = full.shape
+        assert w == 3 * h  # comp_rgb | comp_normal | opacity
+        np.testing.assert_array_equal(np.asarray(Image.open(crop).convert("RGB")), full[:, :h])  # the colour panel
+
+    argv = ["evaluate", str(batch_out), str(toy_folders["gen"]), str(toy_folders["refs"]),
+            *tiny_flags(tiny_encoder_dirs), "--fid-features", "clip", "--dc-features", "clip"]
+    assert main([*argv, "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    batch, folder = out["rows"]
+    assert batch["label"] == "cats batch" and batch["images"] == 2 and batch["command"] == "batch"
+    assert batch["seeds"] == [0, 2] and folder["images"] == 6
+    clip = HubImageEncoder("clip", tiny_encoder_dirs["clip"])
+    feats, refs = clip.embed(group.paths, False), clip.embed(sorted(toy_folders["refs"].glob("*.png")), False)
+    assert batch["metrics"]["diversity"] == pytest.approx(naive_diversity(feats), abs=1e-6)
+    assert batch["metrics"]["clip-i"] == pytest.approx(M.mean_cosine(feats, refs), abs=1e-6)
+    assert isinstance(batch["metrics"]["dino"], float) and isinstance(folder["metrics"]["diversity"], float)
+    assert out["settings"]["diversity_features"] == "clip"
+
+    assert main([*argv, "--metrics", "clip-i", "dino", "diversity"]) == 0
+    table = capsys.readouterr().out
+    assert "cats batch" in table and "diversity" in table
+    assert "front stills (test view 0, colour panel) of seeds 0, 2" in table and "not done: seeds 1" in table
+
+
+def test_one_image_has_no_diversity(tiny_encoder_dirs, toy_folders):
+    one = [sorted(toy_folders["gen"].glob("*.png"))[0]]
+    report = evaluate_groups([ImageGroup("one", one)], sorted(toy_folders["refs"].glob("*.png")),
+                             EvaluateSettings(metrics=("clip-i", "diversity"), progress=False),
+                             encoders={"clip": HubImageEncoder("clip", tiny_encoder_dirs["clip"])})
+    row = report.rows[0]
+    assert row.values["diversity"] is None and "at least 2" in row.notes["diversity"]
+    assert row.values["clip-i"] is not None
+
+
+def test_batch_folder_with_no_finished_seed_is_one_line(tmp_path, toy_folders, tiny_encoder_dirs, capsys):
+    out = tmp_path / "batch"
+    out.mkdir()
+    records = [{"event": "batch", "seeds": "0-1", "settings": {"distributions": ["/x/cats.safetensors"]}},
+               {"seed": 0, "status": "running", "attempt": 1}, {"seed": 1, "status": "failed", "attempt": 1}]
+    (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    rc = main(["evaluate", str(out), str(toy_folders["refs"]), *tiny_flags(tiny_encoder_dirs), "--metrics", "clip-i"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1 and err.startswith("dreamdist evaluate: error: ")
+    assert str(out) in err and "no finished seed" in err and "1 failed, 1 running" in err

@@ -7,6 +7,8 @@
   DINO      the same with DINO ViT-S/16 [CLS] features, as DreamBooth (--dino-model)
   density   Naeem et al. 2020, k=5, on Inception features by default (--dc-features)
   coverage  idem
+  diversity mean pairwise cosine distance (1 - cosine similarity) between the generated images' own
+            CLIP embeddings (--diversity-features; higher = more varied; no references involved)
 
 The default encoders download their weights on first use (Hugging Face hub cache for CLIP/DINO,
 torch-fidelity's cache for Inception); --clip-model / --dino-model also take local folders and
@@ -14,8 +16,11 @@ torch-fidelity's cache for Inception); --clip-model / --dino-model also take loc
 
 GENERATED may be a `dreamdist sample` / `sweep-gamma` / `mix` output folder (its manifest.json names
 the distribution, template and gamma; a sweep gives one row per gamma, a mix one row per weight) or
-any folder of images. Several GENERATED folders are compared in one table against one REFERENCES
-folder (embedded once). REFERENCES is a folder of reference images, as for `dreamdist train`.
+any folder of images, or a `dreamdist batch` output folder (its manifest.jsonl): one row of the front
+stills of its finished assets (test view 0, colour panel, as in its gallery.html), so diversity is across
+the 3D assets and CLIP-I/DINO their similarity to the references. Several GENERATED folders are
+compared in one table against one REFERENCES folder (embedded once). REFERENCES is a folder of
+reference images, as for `dreamdist train`.
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("generated", nargs="+", type=Path, metavar="GENERATED",
-                        help="folder(s) of generated images (a `dreamdist sample` output or any image folder)")
+                        help="folder(s) of generated images (a `dreamdist sample` or `dreamdist batch` output, or any "
+                        "image folder)")
     parser.add_argument("references", type=Path, metavar="REFERENCES", help="folder of reference images")
     parser.add_argument("--metrics", nargs="+", choices=METRICS, default=list(METRICS), metavar="METRIC",
                         help=f"which metrics, from: {' '.join(METRICS)} (default: all)" + SAID)
@@ -52,6 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "give FD_CLIP/FD_DINO)" + SAID)
     parser.add_argument("--dc-features", choices=SPACES, default="inception",
                         help="feature space of density and coverage (default: inception)" + SAID)
+    parser.add_argument("--diversity-features", choices=SPACES, default="clip",
+                        help="feature space of diversity (default: clip, the CLIP-I embeddings)" + SAID)
     parser.add_argument("--k", type=int, default=DEFAULT_K,
                         help=f"nearest neighbours for density/coverage (default: {DEFAULT_K}, as the paper)" + SAID)
     parser.add_argument("--batch-size", type=int, default=32, metavar="N",
@@ -69,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
     settings = EvaluateSettings(
         metrics=tuple(dict.fromkeys(args.metrics)), clip_model=args.clip_model, dino_model=args.dino_model,
         inception_weights=None if args.inception_weights is None else str(args.inception_weights),
-        fid_features=args.fid_features, dc_features=args.dc_features, k=args.k, batch_size=args.batch_size,
+        fid_features=args.fid_features, dc_features=args.dc_features,
+        diversity_features=args.diversity_features, k=args.k, batch_size=args.batch_size,
         device=args.device, progress=not args.no_progress,
     )
     report = evaluate_folders(args.generated, args.references, settings)

@@ -8,15 +8,21 @@ Metrics and their default feature spaces (``EvaluateSettings``):
 - ``dino``: the same with DINO ViT-S/16 [CLS] features (DreamBooth's DINO metric).
 - ``density`` / ``coverage``: Naeem et al. 2020 with k=5, references as the real set, on Inception
   features by default (``dc_features``).
+- ``diversity``: how different a group's own images are from each other, the mean over their pairs of
+  the cosine distance 1 - cos of their embeddings (higher = more varied), on the CLIP embeddings CLIP-I
+  uses by default (``diversity_features``); no references involved. For a ``dreamdist batch`` folder
+  (one front still per asset) it is the diversity across the 3D assets.
 
 Each feature space's encoder is loaded once and the references are embedded once, however many
 groups are compared. A metric that the image counts do not allow (FID needs 2 images per set,
-density/coverage more than k references) is reported as missing with the reason, not as an error.
+diversity 2 generated images, density/coverage more than k references) is reported as missing with
+the reason, not as an error.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +35,7 @@ from dreamdist.evaluate import metrics as M
 from dreamdist.evaluate.encoders import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL, SPACES, Encoder, load_encoder
 from dreamdist.evaluate.imagesets import ImageGroup, generated_groups, reference_paths
 
-METRICS = ("fid", "clip-i", "dino", "density", "coverage")
+METRICS = ("fid", "clip-i", "dino", "density", "coverage", "diversity")
 LOWER_IS_BETTER = frozenset({"fid"})
 
 
@@ -41,6 +47,7 @@ class EvaluateSettings:
     inception_weights: str | None = None
     fid_features: str = "inception"
     dc_features: str = "inception"
+    diversity_features: str = "clip"
     k: int = M.DEFAULT_K
     batch_size: int = 32
     device: str = "auto"
@@ -51,7 +58,8 @@ class EvaluateSettings:
         if unknown or not self.metrics:
             raise InputError(f"--metrics: unknown {', '.join(map(repr, unknown)) or 'empty list'}; "
                              f"choose from {', '.join(METRICS)}")
-        for flag, space in (("--fid-features", self.fid_features), ("--dc-features", self.dc_features)):
+        for flag, space in (("--fid-features", self.fid_features), ("--dc-features", self.dc_features),
+                            ("--diversity-features", self.diversity_features)):
             if space not in SPACES:
                 raise InputError(f"{flag} {space}: choose from {', '.join(SPACES)}")
         if self.k < 1:
@@ -60,7 +68,8 @@ class EvaluateSettings:
             raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
 
     def space_of(self, metric: str) -> str:
-        return {"fid": self.fid_features, "clip-i": "clip", "dino": "dino"}.get(metric, self.dc_features)
+        return {"fid": self.fid_features, "clip-i": "clip", "dino": "dino",
+                "diversity": self.diversity_features}.get(metric, self.dc_features)
 
     def spaces(self) -> list[str]:
         """Feature spaces the chosen metrics need, in a fixed order."""
@@ -110,6 +119,11 @@ def _metric_values(settings: EvaluateSettings, gen: Mapping[str, np.ndarray], re
                 values[metric] = M.frechet_distance_of_features(g, r)
         elif metric in ("clip-i", "dino"):
             values[metric] = M.mean_cosine(g, r)
+        elif metric == "diversity":
+            if len(g) < 2:
+                values[metric], notes[metric] = None, "needs at least 2 generated images"
+            else:
+                values[metric] = M.mean_pairwise_cosine_distance(g)
         else:  # density / coverage, computed together
             if len(r) <= settings.k:
                 values[metric] = None
@@ -168,7 +182,8 @@ def evaluate_groups(
                     "images": len(references)},
         encoders={s: getattr(loaded[s], "description", "") or s for s in spaces},
         settings={"metrics": list(settings.metrics), "k": settings.k, "fid_features": settings.fid_features,
-                  "dc_features": settings.dc_features, "device": str(device)},
+                  "dc_features": settings.dc_features, "diversity_features": settings.diversity_features,
+                  "device": str(device)},
         rows=rows,
         seconds=time.perf_counter() - began,
     )
@@ -177,9 +192,11 @@ def evaluate_groups(
 def evaluate_folders(generated: Sequence[str | os.PathLike], references: str | os.PathLike,
                      settings: EvaluateSettings | None = None, **kwargs) -> EvaluationReport:
     """``dreamdist evaluate GENERATED... REFERENCES``: every folder is read (and checked) before any
-    model is loaded."""
+    model is loaded. A batch folder's front stills are cropped into a temporary folder, removed after."""
     settings = settings or EvaluateSettings()
     settings.validate()
     refs = reference_paths(references)
-    groups = [g for folder in generated for g in generated_groups(folder)]
-    return evaluate_groups(groups, refs, settings, reference_label=str(references), **kwargs)
+    with tempfile.TemporaryDirectory(prefix="dreamdist-evaluate-") as scratch:
+        groups = [g for i, folder in enumerate(generated)
+                  for g in generated_groups(folder, crop_dir=Path(scratch) / str(i))]
+        return evaluate_groups(groups, refs, settings, reference_label=str(references), **kwargs)

@@ -5,11 +5,13 @@
   the manifest says which distribution(s), template and gamma made them, and a folder with several
   gammas (a sweep) or mixing weights (a mix row) gives one group per gamma / weight, so one command
   compares them.
+- A ``dreamdist batch`` output folder is recognised by its ``manifest.jsonl``: one group of the front
+  stills of its finished assets (``dreamdist.evaluate.batchset``).
 - Any other folder is one group of every image in it, listed by the project's one rule
   (``dreamdist.images.list_image_files``).
 
 The evaluation itself (``dreamdist.evaluate.core``) takes plain lists of paths, so other producers of
-images (a batch run's renders, say) only need to build ``ImageGroup``s.
+images only need to build ``ImageGroup``s.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ def _check_folder(folder: Path, role: str) -> None:
         raise InputError(f"{folder}: no such folder; give the folder that holds the {role} images")
     if not folder.is_dir():
         raise InputError(f"{folder}: is a file, not a folder; give the folder that holds the {role} images")
-    if not (folder / MANIFEST_NAME).is_file() and not any(
+    if not (folder / MANIFEST_NAME).is_file() and not (folder / "manifest.jsonl").is_file() and not any(
         p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") for p in folder.iterdir() if p.is_file()
     ):
         raise InputError(f"{folder}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}); "
@@ -79,11 +81,16 @@ def read_sample_manifest(folder: Path) -> dict:
     return manifest
 
 
-def generated_groups(folder: str | os.PathLike) -> list[ImageGroup]:
-    """The groups of one GENERATED folder (see the module doc)."""
+def generated_groups(folder: str | os.PathLike, crop_dir: str | os.PathLike | None = None) -> list[ImageGroup]:
+    """The groups of one GENERATED folder (see the module doc). ``crop_dir``: where a batch folder's
+    cropped stills are written (default: a new temporary folder)."""
     folder = Path(folder)
     _check_folder(folder, "generated")
     if not (folder / MANIFEST_NAME).is_file():
+        from dreamdist.evaluate.batchset import batch_group, is_batch_folder
+
+        if is_batch_folder(folder):
+            return [batch_group(folder, crop_dir)]
         return [ImageGroup(folder.name, list_image_files(folder), {"folder": str(folder)})]
 
     manifest = read_sample_manifest(folder)

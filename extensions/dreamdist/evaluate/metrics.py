@@ -15,6 +15,9 @@
   density = 1/(kM) sum_j sum_i 1[||Y_j - X_i|| < r_i]  (can exceed 1),
   coverage = 1/N sum_i 1[min_j ||Y_j - X_i|| < r_i]  (in [0, 1]).
   Same definitions, strict inequalities and k-th-neighbour convention as the authors' ``prdc`` package.
+- ``mean_pairwise_cosine_distance``: diversity within one set, the mean over its unordered pairs
+  {i, j}, i != j, of the cosine distance 1 - cos(x_i, x_j): 0 for identical embeddings, up to 2
+  (about 0.2-0.4 for CLIP embeddings of varied images of one subject).
 """
 
 from __future__ import annotations
@@ -99,6 +102,18 @@ def mean_cosine(generated, references) -> float:
     g = g / np.maximum(np.linalg.norm(g, axis=1, keepdims=True), 1e-12)
     r = r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-12)
     return float((g @ r.T).mean())
+
+
+def mean_pairwise_cosine_distance(features) -> float:
+    """Mean over the n (n - 1) / 2 unordered pairs of rows of 1 - (cosine similarity); needs 2 rows."""
+    x = _matrix(features, "features")
+    n = x.shape[0]
+    if n < 2:
+        raise ValueError("a pairwise distance needs at least 2 feature vectors")
+    x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    cos = x @ x.T
+    upper = np.triu_indices(n, k=1)
+    return float((1.0 - cos[upper]).mean())
 
 
 def pairwise_distances(a, b) -> np.ndarray:

@@ -7,7 +7,8 @@ from typing import Any
 
 from dreamdist.evaluate.core import LOWER_IS_BETTER, EvaluationReport
 
-HEADERS = {"fid": "FID", "clip-i": "CLIP-I", "dino": "DINO", "density": "density", "coverage": "coverage"}
+HEADERS = {"fid": "FID", "clip-i": "CLIP-I", "dino": "DINO", "density": "density", "coverage": "coverage",
+           "diversity": "diversity"}
 SPACE_NAMES = {"inception": "Inception-v3", "clip": "CLIP", "dino": "DINO"}
 
 
@@ -27,6 +28,14 @@ def _fmt(metric: str, value: float | None) -> str:
 
 def _source(info: dict[str, Any]) -> str:
     parts = [info.get("folder", "")]
+    if info.get("command") == "batch":
+        parts.append("dreamdist batch of " + (" + ".join(info.get("distributions") or []) or "?"))
+        parts.append(f"front stills (test view 0, colour panel) of seeds {', '.join(map(str, info['seeds']))}")
+        if info.get("seeds_not_done"):
+            parts.append(f"not done: seeds {', '.join(map(str, info['seeds_not_done']))}")
+        if info.get("done_without_renders"):
+            parts.append(f"done without renders: seeds {', '.join(map(str, info['done_without_renders']))}")
+        return ", ".join(p for p in parts if p)
     if info.get("distributions"):
         parts.append("distribution " + " + ".join(info["distributions"]))
         if info.get("weights") and len(info["weights"]) > 1:
@@ -64,6 +73,10 @@ def format_table(report: EvaluationReport) -> str:
     if "density" in metrics or "coverage" in metrics:
         notes.append(f"density/coverage: Naeem et al. 2020, k={report.settings['k']}, references as the real set "
                      "(density ~1 and coverage ~1 for images drawn like the references).")
+    if "diversity" in metrics:
+        space = SPACE_NAMES.get(_space(report, "diversity"), _space(report, "diversity"))
+        notes.append(f"diversity: mean over the row's own image pairs of the cosine distance (1 - cosine similarity) "
+                     f"of their {space} embeddings; higher = more varied, no references involved.")
     if notes:
         lines.append("")
         lines.extend(notes)
@@ -72,7 +85,8 @@ def format_table(report: EvaluationReport) -> str:
 
 def _space(report: EvaluationReport, metric: str) -> str:
     s = report.settings
-    return {"fid": s["fid_features"], "clip-i": "clip", "dino": "dino"}.get(metric, s["dc_features"])
+    return {"fid": s["fid_features"], "clip-i": "clip", "dino": "dino",
+            "diversity": s.get("diversity_features", "clip")}.get(metric, s["dc_features"])
 
 
 def to_json(report: EvaluationReport) -> str:
