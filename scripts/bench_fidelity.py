@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 """Fidelity benchmark: does a learned prompt distribution capture what its reference images share
-and how they vary? Run on the shipped toy model (``extensions/dreamdist/toy_model``), with reference
+and how they vary? Run on the shipped toy model (``extensions/dreamdist/toy/model``), with reference
 sets drawn by the toy generator and every sample labelled by the rule-based toy classifier.
 
 1. two modes: 6 red squares + 6 blue circles. A distribution (K=8, M=2) against a single learned

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Train the toy text-to-image model that ships as ``extensions/dreamdist/toy_model``.
+"""Train the toy text-to-image model that ships as ``extensions/dreamdist/toy/model``.
 
 A tiny Stable-Diffusion-2-architecture pipeline (the same classes as ``dreamdist.tiny_model``: a
 CLIPTokenizer over the project's small vocabulary, CLIPTextModel, UNet2DConditionModel, AutoencoderKL,
@@ -17,7 +17,7 @@ Seeded and reproducible (same seed and thread count, same weights). The defaults
 run; ``--eval N`` then samples every plain caption ("a red square") N times and reports how often
 the rule-based classifier (``dreamdist.toy.classify``) sees the asked colour and shape.
 
-    nice -n 19 python scripts/train_toy_model.py --out extensions/dreamdist/toy_model --eval 16
+    nice -n 19 python scripts/train_toy_model.py --out extensions/dreamdist/toy/model --eval 16
 """
 
 from __future__ import annotations
@@ -313,7 +313,7 @@ def evaluate(model_dir: Path, per_caption: int, seed: int, guidance: float, step
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", type=Path, default=Path("extensions/dreamdist/toy_model"))
+    p.add_argument("--out", type=Path, default=Path("extensions/dreamdist/toy/model"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results depend on it)")
     p.add_argument("--images", type=int, default=12000, help="size of the drawn training set")

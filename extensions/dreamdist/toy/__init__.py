@@ -10,8 +10,8 @@ from dreamdist.toy.shapes import BACKGROUNDS, COLOURS, SHAPES, ToySpec, caption_
 
 
 def toy_model_path() -> Path:
-    """The shipped toy model folder (diffusers format), ``dreamdist/toy_model``."""
-    return Path(__file__).resolve().parent.parent / "toy_model"
+    """The shipped toy model folder (diffusers format), ``dreamdist/toy/model``."""
+    return Path(__file__).resolve().parent / "model"
 
 
 __all__ = [
