@@ -94,7 +94,8 @@ def test_shipped_toy_model_is_small_and_uses_the_tiny_model_classes(toy_pipe):
     assert toy_pipe.scheduler.config.prediction_type == "epsilon"
     tok = toy_pipe.tokenizer
     cfg = toy_pipe.text_encoder.config
-    assert (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) == (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+    special = (tok.bos_token_id, tok.eos_token_id, tok.pad_token_id)
+    assert (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) == special
     caption = "a green triangle on a grey background"
     assert tok.decode(tok(caption, add_special_tokens=False).input_ids).strip() == caption
     # one dtype for every loader: fp32 whatever the weights are stored in
