@@ -49,6 +49,15 @@ def draw_images(folder: Path, count: int = 6) -> Path:
     return folder
 
 
+def expected_crop_positions(width: int, height: int, resolution: int, step: int) -> int:
+    """Random-crop positions of one image, written out independently of dreamdist.images: the image
+    resized to ``resolution`` on its short side (torchvision's rule: the long side truncated), then
+    every ``step`` pixels along the long side, both ends included, at most 33."""
+    long_side = int(resolution * max(width, height) / min(width, height))
+    span = long_side - resolution
+    return 1 if span <= 0 else min(33, math.ceil(span / step) + 1)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     """One intra-op thread: these tiny ops gain nothing from two, and on a shared two-core machine
@@ -128,9 +137,10 @@ def test_training_learns_only_the_vectors_and_writes_a_usable_file(pipe, images,
     for name in ("unet", "vae", "text_encoder"):
         assert all(p.grad is None and not p.requires_grad for p in getattr(pipe, name).parameters())
 
-    # caching and batching: VAE once per image and flip, before the first step; one UNet call per
+    # caching and batching: VAE once per crop position, before the first step; one UNet call per
     # step with the B x S samples as one batch; one text-encoder call per step on the K prompts
-    assert result.vae_images_encoded == 12 and sum(vae_rows) == 12 and at_first_step == [12]
+    positions = sum(expected_crop_positions(*Image.open(p).size, 32, 2) for p in sorted(images.iterdir()))
+    assert result.vae_images_encoded == positions and sum(vae_rows) == positions and at_first_step == [positions]
     assert unet_batches == [SMALL.batch_size * SMALL.samples] * 30
     assert text_batches == [SMALL.num_prompts] * 30
 
@@ -434,3 +444,232 @@ def test_half_precision_autocast_paths(precision, tiny_model_dir, images, tmp_pa
     dist = load_distribution(result.out)
     assert dist.ctx.dtype == torch.float32 and dist.training["precision"] == precision
     assert not torch.equal(dist.ctx, PromptSet(4, 2, 32, seed=0).ctx.detach())
+
+
+# --------------------------------------------------------------------------- augmentation, as the authors
+
+
+def test_random_crops_are_the_crops_latents_drawn_from_the_run_generator(pipe, images, tmp_path):
+    from dreamdist.train import Trainer
+
+    config = replace(SMALL, steps=1)
+    assert (config.crop, config.flip) == ("random", False)  # the authors' train.sh: random crops, no flips
+    trainer = Trainer(images, pipe, tmp_path / "a.safetensors", config, progress=False)
+    model, refs = trainer.model, trainer.images
+    counts = [expected_crop_positions(*Image.open(p).size, 32, model.vae_scale) for p in trainer.image_paths]
+    assert trainer.crop_count.tolist() == counts and trainer.vae_images_encoded == sum(counts)
+    for i, start in enumerate(trainer.crop_start.tolist()):  # each entry: the latents of exactly that crop
+        mean, std = model.encode_latents(refs.crops(i, model.vae_scale))
+        assert torch.allclose(trainer.latent_mean[start:start + counts[i]], mean, atol=1e-5)
+        assert torch.allclose(trainer.latent_std[start:start + counts[i]], std, atol=1e-5)
+        first, last = refs.crops(i, model.vae_scale)[[0, -1]]
+        assert torch.equal(first, refs.resized[i][:, :32, :32])  # both ends of the long side
+        assert torch.equal(last, refs.resized[i][:, -32:, -32:])
+
+    def drawn(t, n=120):
+        entries = torch.cat([t.draw()["index"] for _ in range(n)])
+        return entries.tolist()
+
+    again = Trainer(images, pipe, tmp_path / "b.safetensors", config, progress=False)
+    first = drawn(trainer)
+    assert first == drawn(again)  # the run's CPU generator: the same crops for the same seed
+    other = Trainer(images, pipe, tmp_path / "c.safetensors", replace(config, seed=1), progress=False)
+    assert drawn(other) != first
+    starts = trainer.crop_start.tolist()
+    used = {}
+    for entry in first:
+        image = max(i for i, s in enumerate(starts) if s <= entry)
+        assert entry < starts[image] + counts[image]
+        used.setdefault(image, set()).add(entry)
+    assert all(len(used[i]) >= min(3, counts[i]) for i in range(len(counts)))  # many positions of every image
+
+
+def test_centre_crops_and_flips_on_request(pipe, images, tmp_path):
+    from dreamdist.train import Trainer
+
+    config = replace(SMALL, steps=1, crop="center", flip=True)
+    trainer = Trainer(images, pipe, tmp_path / "a.safetensors", config, progress=False)
+    assert trainer.vae_images_encoded == 12  # each image and its mirror image, once
+    mean, _ = trainer.model.encode_latents(trainer.images.with_flips())
+    assert torch.allclose(trainer.latent_mean, mean, atol=1e-6)
+    entries = torch.cat([trainer.draw()["index"] for _ in range(60)])
+    assert entries.min() >= 0 and entries.max() < 12 and len(set(entries.tolist())) == 12
+
+
+def test_min_snr_weighting_of_the_diffusion_loss(pipe, images, tmp_path):
+    config = replace(SMALL, steps=4, lr=1e-9)
+    plain = train_distribution(images, pipe, tmp_path / "a.safetensors", replace(config, snr_gamma=0.0),
+                               progress=False).diffusion_losses
+    # epsilon: min(SNR, gamma) / SNR is exactly 1 where SNR <= gamma, so a huge gamma is no weighting
+    huge = train_distribution(images, pipe, tmp_path / "b.safetensors", replace(config, snr_gamma=1e9),
+                              progress=False).diffusion_losses
+    five = train_distribution(images, pipe, tmp_path / "c.safetensors", config, progress=False)
+    assert huge == plain
+    assert all(w <= p + 1e-7 for w, p in zip(five.diffusion_losses, plain)) and five.diffusion_losses != plain
+    assert load_distribution(five.out).training["snr_gamma"] == 5.0
+
+
+def test_v_prediction_snr_kinds_differ(tiny_model_dir_v, images, tmp_path):
+    config = replace(SMALL, steps=2, lr=1e-9)
+    hang = train_distribution(images, tiny_model_dir_v, tmp_path / "a.safetensors", config, device="cpu",
+                              progress=False)
+    authors = train_distribution(images, tiny_model_dir_v, tmp_path / "b.safetensors",
+                                 replace(config, snr_kind="authors-code"), device="cpu", progress=False)
+    assert authors.diffusion_losses != hang.diffusion_losses
+    assert load_distribution(authors.out).training["snr_kind"] == "authors-code"
+
+
+def test_config_names_the_authors_choices():
+    assert TrainConfig(ortho_kind="squared").ortho_kind == "authors-code"  # the old name, the authors' value
+    config = TrainConfig()
+    assert (config.snr_gamma, config.snr_kind, config.crop, config.flip, config.unet_batch) == \
+        (5.0, "min-snr", "random", False, "auto")
+    assert TrainConfig(unet_batch="4").unet_batch == 4
+    for bad, name in ((dict(snr_gamma=-1.0), "snr_gamma"), (dict(crop="middle"), "crop"),
+                      (dict(unet_batch=0), "unet_batch"), (dict(unet_batch="some"), "unet_batch"),
+                      (dict(snr_kind="max"), "snr_kind")):
+        with pytest.raises(DreamdistError, match=name):
+            TrainConfig(**bad).validate()
+
+
+def test_cli_flip_crop_and_unet_batch_flags(images, tiny_model_dir, tmp_path, capsys):
+    base = ["train", images, "--model", tiny_model_dir, "--num-prompts", "2", "--num-tokens", "1", "--samples", "2",
+            "--batch-size", "2", "--steps", "1", "--device", "cpu", "--no-progress"]
+    code, _, err = _cli(capsys, *base, "--out", tmp_path / "a.safetensors", "--flip", "--crop", "center",
+                        "--unet-batch", "1", "--snr-gamma", "0", "--ortho-kind", "squared")
+    assert code == 0, err
+    assert "memory: estimated peak" in err and "RAM available" in err and "in 4 chunks of 1 evaluation" in err
+    training = load_distribution(tmp_path / "a.safetensors").training
+    assert (training["flip"], training["crop"], training["snr_gamma"], training["ortho_kind"]) == \
+        (True, "center", 0.0, "authors-code")
+    assert (training["unet_batch"], training["unet_chunks"], training["unet_batch_setting"]) == (1, 4, 1)
+    code, _, err = _cli(capsys, *base, "--out", tmp_path / "b.safetensors", "--no-flip")  # still accepted
+    assert code == 0, err
+    training = load_distribution(tmp_path / "b.safetensors").training
+    assert (training["flip"], training["crop"], training["unet_batch"]) == (False, "random", 4)
+    code, _, err = _cli(capsys, *base, "--out", tmp_path / "c.safetensors", "--unet-batch", "lots")
+    assert code == 2 and "--unet-batch must be auto or at least 1, not 'lots'" in err
+
+
+# --------------------------------------------------------------------------- checkpoints from before
+
+
+def _as_version_1(path: Path, ortho_kind: str | None = None) -> None:
+    """Rewrite a checkpoint as dreamdist wrote it before Min-SNR weighting and random crops."""
+    import json
+
+    state = torch.load(path, weights_only=True)
+    settings = json.loads(state["settings"])
+    for key in ("snr_gamma", "snr_kind", "crop"):
+        del settings[key]
+    if ortho_kind:
+        settings["ortho_kind"] = ortho_kind
+    state.update(version=1, settings=json.dumps(settings, sort_keys=True))
+    torch.save(state, path)
+
+
+def test_version_1_checkpoint_resumes_with_its_settings_only(pipe, images, tmp_path):
+    legacy = replace(SMALL, steps=4, snr_gamma=0.0, crop="center", flip=True)
+    straight = train_distribution(images, pipe, tmp_path / "s.safetensors", legacy, progress=False)
+    out = tmp_path / "d.safetensors"
+    train_distribution(images, pipe, out, legacy, progress=False, max_steps_this_run=2)
+    _as_version_1(default_paths(out)["checkpoint"])
+    with pytest.raises(InputError, match=r"snr_gamma: checkpoint 0.0, now 5.0.*older dreamdist.*--snr-gamma 0 "
+                                         r"--crop center"):
+        train_distribution(images, pipe, out, replace(SMALL, steps=4), progress=False, resume=True)
+    resumed = train_distribution(images, pipe, out, legacy, progress=False, resume=True)
+    assert resumed.resumed_from == 2 and torch.equal(load_distribution(out).ctx, load_distribution(straight.out).ctx)
+
+    other = tmp_path / "o.safetensors"
+    train_distribution(images, pipe, other, replace(legacy, ortho_kind="authors-code"), progress=False,
+                       max_steps_this_run=1)
+    _as_version_1(default_paths(other)["checkpoint"], ortho_kind="squared")
+    with pytest.raises(InputError, match="half the authors' value.*--force"):
+        train_distribution(images, pipe, other, replace(legacy, ortho_kind="authors-code"), progress=False,
+                           resume=True)
+
+
+# --------------------------------------------------------------------------- UNet chunks (issue 17)
+
+
+@pytest.mark.parametrize("chunk", [1, 4])
+def test_chunked_step_computes_the_same_update(pipe, images, tmp_path, chunk):
+    config = replace(SMALL, batch_size=4, samples=2, steps=2)  # B x S = 8 UNet evaluations per step
+    calls: list[int] = []
+    hook = pipe.unet.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
+    try:
+        whole = train_distribution(images, pipe, tmp_path / "a.safetensors", replace(config, unet_batch=8),
+                                   progress=False)
+        assert calls == [8, 8]
+        calls.clear()
+        chunked = train_distribution(images, pipe, tmp_path / "b.safetensors", replace(config, unet_batch=chunk),
+                                     progress=False)
+        assert calls == [chunk] * (16 // chunk)
+    finally:
+        hook.remove()
+    assert chunked.diffusion_losses == pytest.approx(whole.diffusion_losses, rel=1e-5)
+    ctx_whole, ctx_chunked = load_distribution(whole.out).ctx, load_distribution(chunked.out).ctx
+    assert torch.allclose(ctx_chunked, ctx_whole, atol=1e-6, rtol=1e-5)
+    assert load_distribution(chunked.out).training["unet_chunks"] == 8 // chunk
+
+
+def test_auto_chunks_and_checkpointing_follow_the_free_memory(pipe, images, tmp_path, monkeypatch):
+    import dreamdist.train.trainer as trainer_module
+    from dreamdist.train import Trainer
+    from dreamdist.train.memory import needed
+
+    config = replace(SMALL, batch_size=4, samples=2, steps=1)
+    roomy = Trainer(images, pipe, tmp_path / "r.safetensors", config, progress=False)
+    assert (roomy.memory.unet_batch, roomy.memory.gradient_checkpointing) == (8, False)  # this machine's RAM
+    estimate = roomy.memory_estimate
+    assert estimate.unet(False)[1] > estimate.unet(True)[1] > 0  # per evaluation, checkpointing keeps less
+
+    def with_free(free: float, name: str) -> Trainer:
+        monkeypatch.setattr(trainer_module, "free_memory", lambda device: int(free))
+        return Trainer(images, pipe, tmp_path / f"{name}.safetensors", config, progress=False)
+
+    four = with_free(needed(estimate.peak(4, False)) + 1, "four")  # 4 fit, 5 do not: 2 chunks of 4
+    assert (four.memory.unet_batch, four.memory.gradient_checkpointing, four.memory.fits) == (4, False, True)
+    three = with_free(needed(estimate.peak(3, False)) + 1, "three")  # 3 fit: 3 chunks, balanced 3 + 3 + 2
+    assert (three.memory.unet_batch, three.memory.chunks) == (3, 3)
+    tight = with_free(needed(estimate.peak(1, False)) - 1, "tight")  # not even 1: checkpointing on
+    assert tight.memory.gradient_checkpointing and tight.memory.fits and tight.memory.unet_batch >= 1
+    hopeless = with_free(0, "none")
+    assert (hopeless.memory.unet_batch, hopeless.memory.gradient_checkpointing, hopeless.memory.fits) == \
+        (1, True, False)
+    assert "does not fit even so" in hopeless.memory.describe()
+
+    seen: list[bool] = []
+    hook = pipe.unet.register_forward_hook(lambda m, args, out: seen.append(m.is_gradient_checkpointing))
+    try:
+        result = tight.run()
+    finally:
+        hook.remove()
+    assert seen and all(seen) and not pipe.unet.is_gradient_checkpointing  # on for the run, then as before
+    training = load_distribution(result.out).training
+    assert training["gradient_checkpointing"] is True and training["unet_batch_setting"] == "auto"
+    assert training["unet_batch"] == tight.memory.unet_batch
+    assert training["memory_free_gib"] == pytest.approx((needed(estimate.peak(1, False)) - 1) / 2**30, abs=1e-3)
+
+
+# --------------------------------------------------------------------------- files follow the umask
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_every_file_train_writes_follows_the_umask(images, tiny_model_dir, tmp_path, capsys, umask, mode):
+    out = tmp_path / "run" / "d.safetensors"
+    previous = os.umask(umask)
+    try:
+        code, _, err = _cli(capsys, "train", images, "--model", tiny_model_dir, "--out", out, "--num-prompts", "2",
+                            "--num-tokens", "1", "--samples", "1", "--batch-size", "1", "--steps", "2",
+                            "--preview-every", "2", "--preview-count", "1", "--preview-steps", "1",
+                            "--device", "cpu", "--no-progress")
+    finally:
+        os.umask(previous)
+    assert code == 0, err
+    paths = default_paths(out)
+    written = [out, paths["checkpoint"], paths["log_csv"], paths["preview_dir"] / "step-000002.png"]
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(p.name for p in [*written[:3], paths["preview_dir"]])
+    for path in written:
+        assert path.stat().st_mode & 0o777 == mode, path
+    assert paths["preview_dir"].stat().st_mode & 0o777 == 0o777 & ~umask

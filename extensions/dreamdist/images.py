@@ -3,7 +3,9 @@
 Any size and mode is accepted: transparency (RGBA, LA, palette with a transparent colour) is
 composited on white, grayscale/CMYK/16-bit are converted to 8-bit RGB, the EXIF orientation tag is
 honoured, an animated GIF or a multi-page TIFF gives its first frame (as image viewers show it). Each
-image is resized so its short side matches the resolution and centre-cropped.
+image is resized so its short side matches the resolution and centre-cropped; for random crops
+(training's default, as the authors' train.py: resize the short side, then a random square crop)
+the resized image is kept too, and ``crop_offsets`` gives the crop positions along its long side.
 
 Every problem is an ``InputError`` naming the file and the fix; a single image (the paper notes that
 few images are hard) or an image much smaller than the resolution is a ``ReferenceImageWarning``.
@@ -31,12 +33,18 @@ class ReferenceImageWarning(UserWarning):
     """Training will run, but the reference images are likely to give a poor distribution."""
 
 
+# Random crops are drawn among at most this many evenly spaced positions per image (see crop_offsets).
+MAX_CROP_POSITIONS = 33
+
+
 @dataclass
 class ReferenceImages:
-    """``pixels`` (N, 3, R, R) float32 in [-1, 1], in the sorted order of ``paths``."""
+    """``pixels`` (N, 3, R, R) float32 in [-1, 1], in the sorted order of ``paths``; with
+    ``keep_resized``, ``resized`` holds each image (3, H, W) resized so its short side is R."""
 
     paths: list[Path]
     pixels: torch.Tensor
+    resized: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -48,6 +56,27 @@ class ReferenceImages:
     def with_flips(self) -> torch.Tensor:
         """(2N, 3, R, R): the N images, then their horizontal mirror images in the same order."""
         return torch.cat([self.pixels, self.pixels.flip(-1)])
+
+    def crops(self, index: int, step: int, max_positions: int = MAX_CROP_POSITIONS) -> torch.Tensor:
+        """(n, 3, R, R): the square crops of resized image ``index`` at ``crop_offsets`` of its long side."""
+        if self.resized is None:
+            raise ValueError("load_reference_images(..., keep_resized=True) keeps the resized images")
+        image, r = self.resized[index], self.resolution
+        height, width = image.shape[-2:]
+        if width >= height:
+            return torch.stack([image[:, :r, x:x + r] for x in crop_offsets(width - r, step, max_positions)])
+        return torch.stack([image[:, y:y + r, :r] for y in crop_offsets(height - r, step, max_positions)])
+
+
+def crop_offsets(span: int, step: int, max_positions: int = MAX_CROP_POSITIONS) -> list[int]:
+    """Evenly spaced crop offsets from 0 to ``span`` (both included), at most ``step`` pixels apart
+    and at most ``max_positions`` of them; ``[0]`` for a square image. torchvision's RandomCrop (the
+    authors') draws any of the span + 1 offsets; a uniform draw over these positions covers the same
+    range, on a grid of ``step`` pixels (the VAE's latent pixel) instead of one."""
+    if span <= 0:
+        return [0]
+    count = min(max_positions, -(-span // max(step, 1)) + 1)
+    return [round(i * span / (count - 1)) for i in range(count)]
 
 
 def list_image_files(folder: str | os.PathLike) -> list[Path]:
@@ -131,6 +160,21 @@ def fit_square(image, resolution: int):
     return ImageOps.fit(image, (resolution, resolution), method=Image.Resampling.BICUBIC, centering=(0.5, 0.5))
 
 
+def short_side_size(width: int, height: int, resolution: int) -> tuple[int, int]:
+    """(width, height) after resizing so the short side is ``resolution`` (torchvision's Resize rule:
+    the long side is truncated, never below ``resolution``)."""
+    if width <= height:
+        return resolution, max(resolution, int(resolution * height / width))
+    return max(resolution, int(resolution * width / height)), resolution
+
+
+def fit_short_side(image, resolution: int):
+    """Resize (bicubic, like ``fit_square``) so the short side is ``resolution``; no crop."""
+    from PIL import Image
+
+    return image.resize(short_side_size(*image.size, resolution), Image.Resampling.BICUBIC)
+
+
 def to_tensor(image) -> torch.Tensor:
     """8-bit RGB PIL image -> (3, H, W) float32 in [-1, 1]."""
     array = np.asarray(image, dtype=np.uint8)
@@ -153,19 +197,22 @@ def check_reference_folder(folder: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def load_reference_images(folder: str | os.PathLike, resolution: int,
-                          paths: list[Path] | None = None) -> ReferenceImages:
-    """Load every image of ``folder`` as a ``resolution``-pixel square (see module doc)."""
+def load_reference_images(folder: str | os.PathLike, resolution: int, paths: list[Path] | None = None,
+                          keep_resized: bool = False) -> ReferenceImages:
+    """Load every image of ``folder`` as a ``resolution``-pixel square (see module doc); with
+    ``keep_resized``, also as resized to ``resolution`` on its short side (for random crops)."""
     if resolution < 8:
         raise InputError(f"--resolution must be at least 8 pixels, not {resolution}")
     if paths is None:
         paths = check_reference_folder(folder)
-    small, tensors = [], []
+    small, tensors, resized = [], [], []
     for path in paths:
         image = open_image(path)
         if min(image.size) * 2 <= resolution:
             small.append(f"{path.name} ({image.size[0]}x{image.size[1]})")
         tensors.append(to_tensor(fit_square(image, resolution)))
+        if keep_resized:
+            resized.append(to_tensor(fit_short_side(image, resolution)))
         image.close()
     if small:
         warnings.warn(
@@ -174,4 +221,4 @@ def load_reference_images(folder: str | os.PathLike, resolution: int,
             ReferenceImageWarning,
             stacklevel=2,
         )
-    return ReferenceImages(list(paths), torch.stack(tensors))
+    return ReferenceImages(list(paths), torch.stack(tensors), resized if keep_resized else None)

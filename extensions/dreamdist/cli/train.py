@@ -4,14 +4,19 @@ K soft prompts of M learned token vectors define a Gaussian in the text encoder'
 (mean and std over the K prompts); each step, S samples from it condition the frozen diffusion
 model on the same noisy image latent, and the mean diffusion loss over the samples, plus
 ORTHO_WEIGHT times the orthogonality loss that keeps the K prompts apart, trains the vectors.
-The defaults are the paper's: K=32, M=8, S=4, lambda=5e-3, 1500 steps, constant lr 1e-3, and its
-reference script's batch size 4 with AdamW. Only the learned vectors change; the model stays frozen.
+The defaults are the paper's: K=32, M=8, S=4, lambda=5e-3, 1500 steps, constant lr 1e-3, and the
+authors' train.py's: batch size 4, AdamW, Min-SNR-gamma 5 loss weighting. Only the learned vectors
+change; the model stays frozen.
 
-Images: jpg/png/webp/bmp, any size or mode (transparency on white, EXIF orientation honoured),
-resized and centre-cropped to the model's resolution, with horizontal-flip augmentation. 5-20
-images work best. Output, for --out dist.safetensors: the distribution file, dist.ckpt (latest
-checkpoint, every --checkpoint-every steps and on Ctrl-C / SIGTERM; continue with --resume),
-dist.log.csv (losses per step) and, with --preview-every, dist.previews/step-NNNNNN.png grids.
+Images: jpg/png/webp/bmp/gif/tiff, any size or mode (transparency on white, EXIF orientation
+honoured), resized to the model's resolution on the short side; each step trains on a random square
+crop (--crop center: the centre), without flips unless --flip (as the authors' train.sh). 5-20
+images work best. Memory: before loading the model, the peak is estimated and printed next to the
+device's free memory; --unet-batch auto (default) splits the step's UNet evaluations into chunks,
+and then turns on gradient checkpointing, when that is what fits. Output, for --out dist.safetensors:
+the distribution file, dist.ckpt (latest checkpoint, every --checkpoint-every steps and on Ctrl-C /
+SIGTERM; continue with --resume), dist.log.csv (losses per step) and, with --preview-every,
+dist.previews/step-NNNNNN.png grids; all follow your umask.
 """
 
 from __future__ import annotations
@@ -50,17 +55,21 @@ FLAGS = {setting.name: flag(setting) for setting in fields(TrainConfig)}
 
 
 def _add_setting(group: argparse._ArgumentGroup, setting: Field) -> None:
-    """One option from a TrainConfig field's metadata. A switch that turns a default-on setting off
-    (``--no-flip``) and a default the help text explains leave the value out when not given."""
+    """One option from a TrainConfig field's metadata. A switch that turns a default-on setting off,
+    a ``negatable`` switch (``--flip`` / ``--no-flip``) and a default the help text explains leave
+    the value out when not given."""
     meta = setting.metadata
     options: dict[str, typing.Any] = {"dest": setting.name, "help": meta["help"]}
     hint = HINTS[setting.name]
-    if hint is bool:
+    if hint is bool and meta.get("negatable"):
+        options.update(action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
+    elif hint is bool:
         options.update(action="store_false" if setting.default else "store_true",
                        default=argparse.SUPPRESS if setting.default else False)
     else:
         types = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]  # int | None -> int
-        options.update(type=types[0], default=setting.default if meta.get("show_default", True) else argparse.SUPPRESS)
+        options.update(type=meta.get("parse", types[0]),
+                       default=setting.default if meta.get("show_default", True) else argparse.SUPPRESS)
         options.update({key: meta[key] for key in ("metavar", "choices") if key in meta})
     group.add_argument(flag(setting), **options)
 

@@ -25,7 +25,14 @@ from dreamdist.templates import Template
 from dreamdist.train.config import METHOD, TrainConfig
 
 CHECKPOINT_FORMAT = "dreamdist.train-checkpoint"
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2
+# Version 1 (before Min-SNR weighting, random crops and the authors-code orthogonality loss) trained
+# with no SNR weighting and centre crops; its draws are those of version 2 with these settings, so it
+# resumes bit-identically when given them. Its "squared" orthogonality loss was half the authors'
+# value (pairs i < j only), which no setting reproduces now: such a checkpoint is refused.
+LEGACY_SETTINGS = {1: {"snr_gamma": 0.0, "snr_kind": "min-snr", "crop": "center"}}
+LEGACY_HINT = {1: "a checkpoint of an older dreamdist, from before Min-SNR weighting and random crops: resume it "
+                  "with --snr-gamma 0 --crop center (--flip if it flipped: it did by default)"}
 
 
 def resume_settings(config: TrainConfig, resolution: int, template: Template, dtype: torch.dtype) -> dict[str, Any]:
@@ -58,6 +65,7 @@ class Checkpoint:
     fingerprint: Fingerprint
     elapsed_s: float
     last_loss: float = math.nan
+    version: int = CHECKPOINT_VERSION  # of the file it was read from
 
     def save(self, path: Path) -> Path:
         state = {
@@ -91,14 +99,19 @@ class Checkpoint:
             raise _damaged(path, f"not a readable training checkpoint ({type(exc).__name__})") from None
         if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
             raise _damaged(path, "not a dreamdist training checkpoint")
-        if int(state.get("version", 0)) > CHECKPOINT_VERSION:
+        version = int(state.get("version", 0))
+        if version > CHECKPOINT_VERSION:
             raise InputError(f"{path}: checkpoint version {state['version']} is newer than this dreamdist; upgrade it")
         try:
             fp = json.loads(state["fingerprint"])
+            settings = {**LEGACY_SETTINGS.get(version, {}), **json.loads(state["settings"])}
+            if version == 1 and settings.get("ortho_kind") == "squared":
+                raise InputError(f"{path}: this checkpoint's 'squared' orthogonality loss was half the authors' "
+                                 "value, which no setting reproduces now; run with --force to start over")
             return cls(
                 step=int(state["step"]), ctx=state["ctx"], optimizer=state["optimizer"],
                 scaler=state.get("scaler") or {}, generator=state["generator"], queue=state["queue"].clone(),
-                settings=json.loads(state["settings"]), images=json.loads(state["images"]),
+                settings=settings, images=json.loads(state["images"]), version=version,
                 fingerprint=Fingerprint(fp["hidden_size"], fp["vocab_size"], fp["sha256"], state["fingerprint_probe"]),
                 elapsed_s=float(state["elapsed_s"]), last_loss=float(state.get("last_loss", math.nan)),
             )
@@ -111,7 +124,8 @@ class Checkpoint:
         differ = [f"{k}: checkpoint {self.settings.get(k)!r}, now {v!r}" for k, v in settings.items()
                   if self.settings.get(k) != v]
         if differ:
-            raise InputError(f"{path}: cannot resume with different settings ({'; '.join(differ)}); use the "
+            hint = f" ({LEGACY_HINT[self.version]})" if self.version in LEGACY_HINT else ""
+            raise InputError(f"{path}: cannot resume with different settings ({'; '.join(differ)}){hint}; use the "
                              "checkpoint's settings, or --force to start over")
         if not self.fingerprint.matches(fingerprint):
             raise InputError(f"{path}: the checkpoint was trained with another text encoder than {model_name!r}; "

@@ -23,10 +23,12 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from dreamdist.errors import InputError
+from dreamdist.losses import ORTHO_ALIASES, ORTHO_KINDS, SNR_KINDS, ortho_kind_name
 from dreamdist.runtime import PRECISIONS
 from dreamdist.templates import Template
 
-ORTHO_KINDS = ("abs", "squared")
+CROPS = ("random", "center")
+AUTO = "auto"
 
 METHOD, LENGTH, SPEED, OUTPUT = "method", "length", "speed", "output"
 
@@ -62,15 +64,28 @@ class SettingWarning(UserWarning):
 
 def _setting(default: Any, kind: str, group: str, help: str, **cli: Any) -> Any:
     """A field with what front ends need to present it: ``group`` and ``help`` (the CLI's), plus
-    optional ``metavar``, ``choices``, ``flag`` (the CLI spelling when not ``--field-name``) and
-    ``show_default=False`` (the help text says what the default means)."""
+    optional ``metavar``, ``choices``, ``flag`` (the CLI spelling when not ``--field-name``),
+    ``negatable`` (a switch spelled ``--x`` and ``--no-x``), ``parse`` (turns the CLI's text into
+    the value) and ``show_default=False`` (the help text says what the default means)."""
     return field(default=default, metadata={"kind": kind, "group": group, "help": help, **cli})
+
+
+def parse_unet_batch(text: str) -> int | str:
+    """``auto`` or a whole number, as ``--unet-batch`` takes it."""
+    text = str(text).strip().lower()
+    if text == AUTO:
+        return AUTO
+    try:
+        return int(text)
+    except ValueError:
+        return text  # validate() names it
 
 
 @dataclass
 class TrainConfig:
-    """Training settings; the defaults are the paper's (K, M, S, lambda, steps, lr) and its reference
-    script's (batch size 4, AdamW with weight decay 1e-2, gradient clipping at norm 1)."""
+    """Training settings; the defaults are the paper's (K, M, S, lambda, steps, lr) and the authors'
+    train.py / train.sh's (batch size 4, AdamW with weight decay 1e-2, gradient clipping at norm 1,
+    Min-SNR-gamma 5, random crops, no flips)."""
 
     num_prompts: int = _setting(32, METHOD, "method", "K learnable prompts whose features define the Gaussian "
                                 "(paper: 32)", metavar="K")
@@ -80,8 +95,14 @@ class TrainConfig:
                             "(paper: 4)", metavar="S")
     ortho_weight: float = _setting(5e-3, METHOD, "method", "weight of the orthogonality loss between the K prompts "
                                    "(paper: 5e-3; 0 = off)", metavar="LAMBDA")
-    ortho_kind: str = _setting("abs", METHOD, "method", "abs: mean |cos| of prompt pairs (paper eq. 5); squared: "
-                               "cos^2 (reference code)", choices=ORTHO_KINDS)
+    ortho_kind: str = _setting("abs", METHOD, "method", "abs: |cos| summed over prompt pairs i < j / K(K-1) (paper "
+                               "eq. 5); authors-code: cos^2 summed over both triangles / K(K-1), as the authors' "
+                               "code (squared: the same)", choices=ORTHO_KINDS + tuple(ORTHO_ALIASES))
+    snr_gamma: float = _setting(5.0, METHOD, "method", "Min-SNR-gamma weighting of the diffusion loss (Hang et al. "
+                                "2023; the authors' train.py: 5; 0 = off)", metavar="GAMMA")
+    snr_kind: str = _setting("min-snr", METHOD, "method", "min-snr: min(SNR, gamma)/SNR for epsilon, /(SNR+1) for "
+                             "v-prediction models (Hang et al.); authors-code: /SNR for both, as the authors' "
+                             "train.py", choices=SNR_KINDS)
     steps: int = _setting(1500, LENGTH, "method", "optimisation steps (paper: 1500)")
     lr: float = _setting(1e-3, METHOD, "method", "learning rate, constant (paper: 1e-3)")
     batch_size: int = _setting(4, METHOD, "method", "images per step (reference script: 4); the UNet sees "
@@ -92,18 +113,32 @@ class TrainConfig:
                              "go, e.g. 'a photo of {}' (default: the learned vectors alone)", show_default=False)
     resolution: int | None = _setting(None, METHOD, "images", "training resolution in pixels (default: the model's, "
                                       "768 for SD 2.1, 512 for 2.1-base)", show_default=False)
-    flip: bool = _setting(True, METHOD, "images", "no horizontal-flip augmentation", flag="--no-flip")
+    crop: str = _setting("random", METHOD, "images", "random: each step a random square crop of the image resized "
+                         "to the resolution on its short side (the authors' default); center: always the centre",
+                         choices=CROPS)
+    flip: bool = _setting(False, METHOD, "images", "random horizontal flips (off, as in the authors' train.sh: "
+                          "flips mirror text, logos and asymmetric subjects)", negatable=True)
     seed: int = _setting(0, METHOD, "run", "seed of the initial vectors and every random draw")
     precision: str = _setting("auto", SPEED, "run", "auto: fp32 on CPU; on CUDA bf16 autocast (fp16 with loss "
                               "scaling where bf16 is missing)", choices=PRECISIONS)
     gradient_checkpointing: bool = _setting(False, SPEED, "run", "recompute the frozen UNet's activations in the "
-                                            "backward pass: less GPU memory, slower")
+                                            "backward pass: less GPU memory, slower (--unet-batch auto turns it "
+                                            "on by itself when chunks alone do not fit)")
+    unet_batch: int | str = _setting(AUTO, SPEED, "run", "UNet evaluations per forward/backward: auto (all BATCH_SIZE "
+                                     "x S at once when the estimated peak fits the free memory, else the largest "
+                                     "chunks that fit, then gradient checkpointing) or a number; chunks give the same "
+                                     "update", metavar="N|auto", parse=parse_unet_batch)
     checkpoint_every: int = _setting(100, OUTPUT, "run", "write the checkpoint every N steps (also on Ctrl-C / "
                                      "SIGTERM and at the end; 0 = only then)")
     preview_every: int = _setting(0, OUTPUT, "run", "every N steps, render a grid of images from the current "
                                   "distribution (0 = off)")
     preview_count: int = _setting(4, OUTPUT, "run", "images per preview grid")
     preview_steps: int = _setting(25, OUTPUT, "run", "denoising steps of preview images")
+
+    def __post_init__(self) -> None:
+        self.ortho_kind = ortho_kind_name(self.ortho_kind)  # "squared" is the authors-code kind
+        if isinstance(self.unet_batch, str):
+            self.unet_batch = parse_unet_batch(self.unet_batch)
 
     def validate(self) -> None:
         """Raise ``SettingError`` for the first bad value; warn about a one-prompt run."""
@@ -119,6 +154,12 @@ class TrainConfig:
         self._need(math.isfinite(self.lr) and self.lr > 0, "lr", "must be a positive number")
         self._need(math.isfinite(self.ortho_weight) and self.ortho_weight >= 0, "ortho_weight", "must be >= 0")
         self._need(self.ortho_kind in ORTHO_KINDS, "ortho_kind", f"must be one of {', '.join(ORTHO_KINDS)}")
+        self._need(math.isfinite(self.snr_gamma) and self.snr_gamma >= 0, "snr_gamma", "must be >= 0 (0 = off)")
+        self._need(self.snr_kind in SNR_KINDS, "snr_kind", f"must be one of {', '.join(SNR_KINDS)}")
+        self._need(self.crop in CROPS, "crop", f"must be one of {', '.join(CROPS)}")
+        whole = isinstance(self.unet_batch, int) and not isinstance(self.unet_batch, bool)
+        self._need(self.unet_batch == AUTO or (whole and self.unet_batch >= 1), "unet_batch",
+                   "must be auto or at least 1")
         self._need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "must be >= 0")
         self._need(math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm",
                    "must be >= 0 (0 = off)")

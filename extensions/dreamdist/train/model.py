@@ -23,7 +23,7 @@ from dreamdist.runtime import load_pipeline, native_resolution, pick_device, pre
 from dreamdist.train.config import SettingError
 from dreamdist.train.outcome import TrainingDiverged
 
-VAE_CHUNK = 8  # images per VAE encoder call while caching latents
+VAE_CHUNK = 8  # the most images per VAE encoder call while caching latents (the memory plan may use fewer)
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 
@@ -34,6 +34,25 @@ def resolve_precision(device: str | torch.device | None, precision: str) -> tupl
     dev = device if isinstance(device, torch.device) else pick_device(device)
     auto_cuda = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp16"
     return dev, resolve_dtype(precision, dev, auto_cuda=auto_cuda)
+
+
+def run_device(model: Any, device: str | torch.device | None, precision: str) -> tuple[torch.device, torch.dtype]:
+    """Where and at which dtype ``FrozenModel.load`` will run ``model``: a folder or hub id on
+    ``device`` at ``precision``; a loaded pipeline where it is, at its UNet's dtype."""
+    dev, dtype = resolve_precision(device, precision)  # checked even for a loaded pipeline
+    if isinstance(model, (str, os.PathLike)):
+        return dev, dtype
+    return torch.device(getattr(model, "device", dev)), model.unet.dtype
+
+
+def check_resolution(requested: int | None, native: int, multiple: int) -> int:
+    """``requested`` or the model's ``native`` resolution, refused unless a multiple of ``multiple``
+    (one latent pixel per UNet down-sampling)."""
+    resolution = int(requested or native)
+    if resolution % multiple:
+        raise SettingError("resolution", f"{{name}} {resolution} must be a multiple of {multiple} for this "
+                           f"model (its native resolution is {native})")
+    return resolution
 
 
 class FrozenModel:
@@ -68,7 +87,7 @@ class FrozenModel:
              name: str | None = None) -> "FrozenModel":
         """``model``: a diffusers folder or hub id (loaded on ``device`` at ``precision``), or an
         already loaded pipeline (used as is: its device and dtype; its weights are never changed)."""
-        dev, dtype = resolve_precision(device, precision)  # checked even for a loaded pipeline
+        dev, dtype = run_device(model, device, precision)
         if isinstance(model, (str, os.PathLike)):
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -76,7 +95,7 @@ class FrozenModel:
             return cls(pipe, name or str(model), dev, dtype)
         default = str(getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "")
                       or type(model).__name__)
-        return cls(model, name or default, torch.device(getattr(model, "device", dev)), model.unet.dtype)
+        return cls(model, name or default, dev, dtype)
 
     @property
     def precision(self) -> str:
@@ -92,21 +111,20 @@ class FrozenModel:
 
     def training_resolution(self, requested: int | None) -> int:
         """``requested`` or the model's native resolution; it must suit the UNet's down-sampling."""
-        native, multiple = native_resolution(self.pipe)
-        resolution = int(requested or native)
-        if resolution % multiple:
-            raise SettingError("resolution", f"{{name}} {resolution} must be a multiple of {multiple} for this "
-                               f"model (its native resolution is {native})")
-        return resolution
+        return check_resolution(requested, *native_resolution(self.pipe))
+
+    @property
+    def vae_scale(self) -> int:
+        return int(self.pipe.vae_scale_factor)
 
     @torch.no_grad()
-    def encode_latents(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_latents(self, pixels: torch.Tensor, batch: int = VAE_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and std (N, C, h, w) of the VAE latent distribution of each image, float32 on the
-        device: computed once, a latent is drawn from them per step."""
+        device, ``batch`` images per VAE call: computed once, a latent is drawn from them per step."""
         vae = self.pipe.vae
         means, stds = [], []
-        for start in range(0, pixels.shape[0], VAE_CHUNK):
-            chunk = pixels[start:start + VAE_CHUNK].to(self.device, vae.dtype)
+        for start in range(0, pixels.shape[0], batch):
+            chunk = pixels[start:start + batch].to(self.device, vae.dtype)
             with self.autocast():
                 dist = vae.encode(chunk).latent_dist
             means.append(dist.mean.float())
@@ -135,13 +153,19 @@ class FrozenModel:
     @contextlib.contextmanager
     def unet_checkpointing(self, enabled: bool) -> Iterator[None]:
         """Gradient checkpointing of the UNet for the block, then as it was (a caller's pipeline is
-        left as it was given)."""
+        left as it was given). diffusers < 0.20 (threestudio's 0.19.3) checkpoints only in training
+        mode, so the UNet is put in it meanwhile: a Stable Diffusion UNet has no dropout or batch
+        norm, so its outputs are the same in either mode."""
         unet = self.pipe.unet
         switch = enabled and not getattr(unet, "is_gradient_checkpointing", False)
+        training = unet.training
         if switch:
             unet.enable_gradient_checkpointing()
+        if enabled:
+            unet.train()
         try:
             yield
         finally:
             if switch:
                 unet.disable_gradient_checkpointing()
+            unet.train(training)

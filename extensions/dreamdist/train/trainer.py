@@ -3,20 +3,32 @@
 K soft prompts of M learned token vectors go through the frozen CLIP text encoder; their features
 give a per-position, per-channel Gaussian (mu, sigma over the K prompts). Each step, for each of the
 B images of the batch, S reparameterised samples c_s = mu + w_s * sigma condition the frozen UNet on
-the same noisy latent; the loss is the mean diffusion loss over the B x S predictions (target from
-the scheduler's ``prediction_type``: epsilon, v-prediction or sample) plus ``ortho_weight`` times
-the orthogonality loss of the K prompts' pooled features. Only ``ctx`` (K, M, d_tok) is trained,
-with AdamW at a constant learning rate.
+the same noisy latent; the loss is the mean over the B x S predictions of the diffusion loss (target
+from the scheduler's ``prediction_type``: epsilon, v-prediction or sample), each weighted by its
+timestep's Min-SNR-gamma weight (``dreamdist.losses``; gamma 5 as the authors' train.py, 0 = plain
+mean), plus ``ortho_weight`` times the orthogonality loss of the K prompts' pooled features. Only
+``ctx`` (K, M, d_tok) is trained, with AdamW at a constant learning rate.
 
-Speed. The frozen parts never hold a gradient and are never recomputed needlessly: the VAE encodes
-every image and its mirror image once, before the first step (the latent distribution's mean and
-std are cached, a latent is drawn from them per step); the text encoder runs once per step on the K
-prompts; the B x S UNet evaluations of a step are one batch. No vision encoder or safety checker is
-loaded.
+Images, as the authors' train.py by default: each is resized to the resolution on its short side,
+then a random square crop is taken per step (``crop="center"``: always the centre); no flips unless
+``flip``. The crops come from the latent cache: the VAE encodes each crop position once, before the
+first step (positions evenly spaced along the long side, at most one latent pixel (8 image pixels on
+SD) apart and at most 33 per image: ``dreamdist.images.crop_offsets``), and a step draws among them.
+Encoding each crop, rather than cropping the latent of the whole resized image, keeps the latents
+those of the very pixels the step trains on: the VAE's receptive field (and its mid-block attention)
+reaches across a crop's edges, so a cropped latent is not the crop's latent.
 
-Reproducibility. Every random draw (batch order, flips, timesteps, noise, latent samples, prompt
-samples w) comes from one CPU ``torch.Generator`` seeded with ``config.seed``; checkpoints hold it
-with the optimizer state, so on CPU an interrupted and resumed run ends bit-identical to an
+Speed. The frozen parts never hold a gradient and are never recomputed needlessly: the latent
+distributions' mean and std are cached before the first step (a latent is drawn from them per step);
+the text encoder runs once per step on the K prompts; the B x S UNet evaluations of a step run as one
+batch, or in chunks when the memory plan (``dreamdist.train.memory``, printed before the model is
+loaded) says one batch does not fit: each chunk's backward stops at a detached copy of the sampled
+conditionings, whose gradients add up over the chunks and then go through the Gaussian and the text
+encoder once, so a chunked step computes the same update. No vision encoder or safety checker is loaded.
+
+Reproducibility. Every random draw (batch order, flips, crops, timesteps, noise, latent samples,
+prompt samples w) comes from one CPU ``torch.Generator`` seeded with ``config.seed``; checkpoints hold
+it with the optimizer state, so on CPU an interrupted and resumed run ends bit-identical to an
 uninterrupted one.
 
 Files, for ``--out dist.safetensors``: ``dist.ckpt`` (latest checkpoint, atomic), ``dist.log.csv``
@@ -35,12 +47,12 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 
 from dreamdist.compat import grad_scaler
 from dreamdist.distfile import DistributionFile, save_distribution
-from dreamdist.images import check_reference_folder, load_reference_images
-from dreamdist.losses import ortho_loss
+from dreamdist.encoder import SoftPromptEncoder
+from dreamdist.images import ReferenceImages, check_reference_folder, crop_offsets, load_reference_images
+from dreamdist.losses import min_snr_weights, ortho_loss
 from dreamdist.prompts import PromptSet
 from dreamdist.seeds import derived_seed
 from dreamdist.stop import StopRequest
@@ -48,7 +60,8 @@ from dreamdist.templates import Template
 from dreamdist.train.checkpoint import Checkpoint, image_ids, resume_settings
 from dreamdist.train.config import OUTPUT, TrainConfig
 from dreamdist.train.hooks import NO_HOOK, StepHook
-from dreamdist.train.model import FrozenModel
+from dreamdist.train.memory import MemoryEstimate, MemoryPlan, ModelConfigs, Workload, free_memory, plan_memory
+from dreamdist.train.model import VAE_CHUNK, FrozenModel, check_resolution, run_device
 from dreamdist.train.outcome import StepInfo, TrainingDiverged, TrainingInterrupted, TrainResult
 from dreamdist.train.paths import TrainPaths
 from dreamdist.train.runlog import RunLog, render_preview
@@ -91,12 +104,27 @@ class Trainer:
         self.warnings: list[str] = []
         # list and decode every image once: cheap errors before loading a model
         self.image_paths = self._noting_warnings(check_reference_folder, images_dir)
-        self.model = FrozenModel.load(model, device, cfg.precision, model_name)
         self.template = Template.parse(cfg.template)
+        # the model's configs (three small files): the resolution, the images and the memory plan,
+        # all before any weight is loaded
+        configs, note = _model_configs(model)
+        images = None
+        if configs is not None:
+            self._check_template(model, configs)
+            resolution = check_resolution(cfg.resolution, configs.native_resolution, configs.resolution_multiple)
+            images = self._load_images(images_dir, resolution)
+        self.memory = self._plan_memory(configs, note, images, model, device)
+        if configs is not None:
+            logger.info(self.memory.describe())
+        self.model = FrozenModel.load(model, device, cfg.precision, model_name)
+        if configs is None:  # said once the model is known to load: else its loading error says it all
+            logger.info(self.memory.describe())
         self.layout = self.model.encoder.layout(self.template, cfg.num_tokens)  # TemplateError if it does not fit
         self.resolution = self.model.training_resolution(cfg.resolution)
         saved = self._checked_checkpoint() if resume else None
-        self.images = self._noting_warnings(load_reference_images, images_dir, self.resolution, self.image_paths)
+        if images is None or images.resolution != self.resolution:
+            images = self._load_images(images_dir, self.resolution)
+        self.images = images
         self.image_ids = image_ids(self.image_paths)  # [name, sha256]: a resume with other images is refused
         if saved is not None:
             saved.check_images(self.paths.checkpoint, self.image_ids)
@@ -112,16 +140,92 @@ class Trainer:
         if saved is not None:
             self._restore(saved)
 
-        # the frozen inputs: latent mean and std of every image (and its mirror image), once
+        # the frozen inputs: latent mean and std of every crop (and its mirror image), once
         began = time.perf_counter()
-        pixels = self.images.with_flips() if cfg.flip else self.images.pixels
-        self.latent_mean, self.latent_std = self.model.encode_latents(pixels)
-        self.vae_images_encoded = int(pixels.shape[0])
+        self.latent_mean, self.latent_std, self.crop_start, self.crop_count = self._cache_latents()
+        self.vae_images_encoded = int(self.latent_mean.shape[0])
         self.latent_cache_s = time.perf_counter() - began
+        scheduler = self.model.noise_scheduler
+        self.snr_weights = min_snr_weights(  # per timestep; all 1 when snr_gamma is 0
+            scheduler.alphas_cumprod, torch.arange(scheduler.config.num_train_timesteps), cfg.snr_gamma,
+            self.model.prediction_type, cfg.snr_kind).to(self.model.device)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
         return tuple(self.latent_mean.shape[1:])
+
+    def _check_template(self, model: Any, configs: ModelConfigs) -> None:
+        """Refuse a template that does not fit the tokenizer's context before any weight is loaded
+        (the tokenizer's files and the text encoder's config suffice)."""
+        if not isinstance(model, (str, os.PathLike)):
+            return  # a loaded pipeline: checked on it right away
+        from transformers import CLIPTokenizer
+
+        try:
+            tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
+        except Exception:  # noqa: BLE001 - loading the model will say what is wrong, in its words
+            return
+        SoftPromptEncoder(tokenizer, configs.meta_text_encoder()).layout(self.template, self.config.num_tokens)
+
+    def _load_images(self, images_dir: str | os.PathLike, resolution: int) -> ReferenceImages:
+        return self._noting_warnings(load_reference_images, images_dir, resolution, self.image_paths,
+                                     self.config.crop == "random")
+
+    def _crop_counts(self, images: ReferenceImages, step: int) -> list[int]:
+        """Crop positions per image (1 each for centre crops)."""
+        if self.config.crop == "center":
+            return [1] * len(images)
+        return [len(crop_offsets(max(t.shape[-2:]) - images.resolution, step)) for t in images.resized]
+
+    def _plan_memory(self, configs: ModelConfigs | None, note: str, images: ReferenceImages | None, model: Any,
+                     device: str | torch.device | None) -> MemoryPlan:
+        """The memory estimate and the UNet chunking (``dreamdist.train.memory``); a model the
+        estimate cannot read runs as configured, with one line saying why there is no estimate."""
+        cfg = self.config
+        dev, dtype = run_device(model, device, cfg.precision)
+        estimate = self.memory_estimate = None
+        if configs is not None and images is not None:
+            try:
+                entries = sum(self._crop_counts(images, configs.vae_scale)) * (2 if cfg.flip else 1)
+                work = Workload(cfg.num_prompts, cfg.num_tokens, cfg.batch_size, cfg.samples, images.resolution,
+                                dtype, dev.type, entries, VAE_CHUNK)
+                estimate = self.memory_estimate = MemoryEstimate.of(configs, work)
+            except Exception as exc:  # noqa: BLE001 - an estimate must never stop a run
+                note = f"dry run failed: {type(exc).__name__}: {exc}".splitlines()[0]
+        return plan_memory(estimate, cfg.batch_size * cfg.samples, cfg.unet_batch, cfg.gradient_checkpointing,
+                           free_memory(dev), str(dev), VAE_CHUNK, note)
+
+    def _cache_latents(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Latent mean and std of every cache entry, and per image (and flip) its first entry and its
+        number of crop positions. Entries: the images (each crop position of each), then their
+        mirror images in the same order."""
+        cfg, images, model = self.config, self.images, self.model
+        batch = self.memory.vae_batch
+        counts = torch.tensor(self._crop_counts(images, model.vae_scale), dtype=torch.long)
+        if cfg.crop == "center":
+            mean, std = model.encode_latents(images.with_flips() if cfg.flip else images.pixels, batch)
+        else:
+            means, stds, pending = [], [], []
+
+            def encode() -> None:
+                m, s = model.encode_latents(torch.stack(pending), batch)
+                means.append(m)
+                stds.append(s)
+                pending.clear()
+
+            for flipped in (False, True) if cfg.flip else (False,):
+                for i in range(len(images)):
+                    for crop in images.crops(i, model.vae_scale):
+                        pending.append(crop.flip(-1) if flipped else crop)
+                        if len(pending) == batch:
+                            encode()
+            if pending:
+                encode()
+            mean, std = torch.cat(means), torch.cat(stds)
+        start = torch.cumsum(counts, 0) - counts
+        if cfg.flip:
+            start = torch.cat([start, start + int(counts.sum())])
+        return mean, std, start, counts
 
     def _noting_warnings(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Call ``fn``, passing its warnings on and noting them for the result."""
@@ -163,9 +267,13 @@ class Trainer:
         b = cfg.batch_size
         while self.queue.numel() < b:  # epochs: each image once per pass, in a fresh random order
             self.queue = torch.cat([self.queue, torch.randperm(len(self.images), generator=g)])
-        index, self.queue = self.queue[:b], self.queue[b:]
+        image, self.queue = self.queue[:b], self.queue[b:]
+        index = image
         if cfg.flip:
             index = index + len(self.images) * torch.randint(0, 2, (b,), generator=g)
+        index = self.crop_start[index]  # the first crop position of each image (or its mirror image)
+        if cfg.crop == "random":
+            index = index + (torch.rand(b, generator=g, dtype=torch.float64) * self.crop_count[image]).long()
         c, h, w = self.latent_shape
         seq, dim = self.layout.input_ids.shape[0], self.model.encoder.hidden_size
         return {
@@ -190,28 +298,36 @@ class Trainer:
         ortho = ortho_loss(encoded.pooled, cfg.ortho_kind)
         hook.end_phase("text_fwd")
 
-        # UNet: the B x S evaluations as one batch; the S samples of image b share its noisy latent
+        # UNet: the B x S evaluations, the S samples of image b on its noisy latent, in chunks of
+        # the memory plan's size; each chunk's backward adds its share to the samples' gradient
         index = draws["index"].to(dev)
         latents = model.scaled_latents(self.latent_mean[index], self.latent_std[index],
                                        draws["latent_eps"].to(dev, non_blocking=True))
         noise = draws["noise"].to(dev, non_blocking=True)
         timesteps = draws["timesteps"].to(dev)
         noisy = model.noise_scheduler.add_noise(latents, noise, timesteps)
-        target = model.target(latents, noise, timesteps)
+        target = model.target(latents, noise, timesteps).float().repeat_interleave(s, dim=0)
+        # each evaluation's share of the loss: the mean over B x S, Min-SNR weighted by its timestep
+        share = (self.snr_weights[timesteps] / (b * s)).repeat_interleave(s)
         cond_leaf = cond.detach().reshape(b * s, *cond.shape[2:]).requires_grad_(True)
-        model_in = noisy.unsqueeze(1).expand(b, s, *noisy.shape[1:]).reshape(b * s, *noisy.shape[1:])
-        unet = model.pipe.unet
-        with model.autocast():
-            pred = unet(model_in.to(unet.dtype), timesteps.repeat_interleave(s),
-                        encoder_hidden_states=cond_leaf.to(unet.dtype)).sample
-        pred = pred.float().reshape(b, s, *pred.shape[1:])
-        diffusion = F.mse_loss(pred, target.float().unsqueeze(1).expand_as(pred))  # mean over B, S, pixels
-        hook.end_phase("unet_fwd")
+        model_in = noisy.repeat_interleave(s, dim=0)
+        steps_in = timesteps.repeat_interleave(s)
+        unet, scaler = model.pipe.unet, self.scaler  # scaler: fp16 only, loss scaling against underflow
+        diffusion = torch.zeros((), device=dev)
+        for start in range(0, b * s, self.memory.unet_batch):
+            part = slice(start, start + self.memory.unet_batch)
+            with model.autocast():
+                pred = unet(model_in[part].to(unet.dtype), steps_in[part],
+                            encoder_hidden_states=cond_leaf[part].to(unet.dtype)).sample
+            errors = (pred.float() - target[part]).square().flatten(1).mean(dim=1)  # per evaluation
+            loss = (errors * share[part]).sum()
+            del pred, errors
+            hook.end_phase("unet_fwd")
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+            hook.end_phase("unet_bwd")
+            diffusion = diffusion + loss.detach()
 
-        # backward: UNet to the samples' features, then the text encoder to ctx (one graph each)
-        scaler = self.scaler  # fp16 only: loss scaling against gradient underflow
-        (scaler.scale(diffusion) if scaler is not None else diffusion).backward()
-        hook.end_phase("unet_bwd")
+        # backward: the samples' gradient (all chunks) and the ortho loss through the text encoder
         weighted_ortho = cfg.ortho_weight * ortho
         torch.autograd.backward(  # cond_leaf.grad is already scaled like the diffusion loss
             [cond, scaler.scale(weighted_ortho) if scaler is not None else weighted_ortho],
@@ -272,7 +388,7 @@ class Trainer:
         began = time.perf_counter()
         stop = StopRequest(self._stopping)
         try:
-            with self.model.unet_checkpointing(cfg.gradient_checkpointing), \
+            with self.model.unet_checkpointing(self.memory.gradient_checkpointing), \
                     RunLog(self.paths.log_csv, start, cfg.steps, self.progress) as log, stop.installed():
                 self._loop(result, log, stop, max_steps_this_run)
         finally:
@@ -358,14 +474,35 @@ class Trainer:
             resolution=self.resolution, template=str(self.template), steps_done=self.steps_done,
             prediction_type=model.prediction_type, precision=model.precision, device=model.device.type,
             optimizer="AdamW", lr_schedule="constant", seconds=round(self.elapsed_s, 1), final_loss=self.last_loss,
-            images=[p.name for p in self.image_paths],
+            images=[p.name for p in self.image_paths], latent_cache_entries=self.vae_images_encoded,
+            **self.memory.record(),
         )
         dist = DistributionFile(
             ctx=self.prompts.ctx.detach().to("cpu", torch.float32).clone(), base_model=model.name,
             fingerprint=model.fingerprint, template=str(self.template), training=training,
             image_count=len(self.images),
         )
-        return save_distribution(self.paths.out, dist)
+        path = save_distribution(self.paths.out, dist)
+        _follow_umask(path)
+        return path
+
+
+def _follow_umask(path: Path) -> None:
+    """Give a written file the mode the user's umask asks for. safetensors' ``save_file`` (0.8,
+    both tested stacks) writes a file of its own (mode 0600) and renames it over the path it is
+    given, so the umask-aware temp file of ``atomic_path`` is replaced by a private one."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _model_configs(model: Any) -> tuple[ModelConfigs | None, str]:
+    """The model's configs, or None and why (a model that is not Stable-Diffusion-shaped, or not
+    readable: loading it will say so in its own words)."""
+    try:
+        return ModelConfigs.read(model), ""
+    except Exception as exc:  # noqa: BLE001 - see above
+        return None, f"cannot read the model's configs: {type(exc).__name__}"
 
 
 def train_distribution(
