@@ -528,6 +528,37 @@ def test_reference_images_train_once_then_load_from_cache(ts, make, tmp_path, mo
     assert message.startswith("system.prompt_processor.learning_rate must be a positive number"), message
 
 
+def test_authors_training_choices_reach_train_config(ts):
+    """Crops, flips, Min-SNR, the authors-code ortho loss and the UNet chunking, as this processor's
+    users write them, are the TrainConfig settings the trainer gets."""
+    cls = ts.pp.DreamdistPromptProcessor
+    cfg = ts.parse_structured(cls.Config, {"train_crop": "center", "train_flip": True, "snr_gamma": 0.0,
+                                           "snr_kind": "authors-code", "train_unet_batch": 2, "ortho_kind": "squared"})
+    config = cls._train_config(types.SimpleNamespace(cfg=cfg))
+    assert (config.crop, config.flip, config.snr_gamma, config.snr_kind, config.unet_batch, config.ortho_kind) == \
+        ("center", True, 0.0, "authors-code", 2, "authors-code")
+    defaults = cls._train_config(types.SimpleNamespace(cfg=ts.parse_structured(cls.Config, {})))
+    assert (defaults.crop, defaults.flip, defaults.snr_gamma, defaults.unet_batch) == ("random", False, 5.0, "auto")
+
+
+def test_reference_images_training_plans_with_the_memory_free_then(ts, make, tmp_path, monkeypatch):
+    """The processor's training goes through the same memory plan, with what the device has free when
+    it starts (here: nothing, so one evaluation per chunk with checkpointing, recorded in the file)."""
+    import dreamdist.train.trainer as trainer_module
+    from dreamdist.distfile import load_distribution
+
+    seen = []
+    monkeypatch.setattr(trainer_module, "free_memory", lambda device: seen.append(str(device)) or 0)
+    folder = _reference_folder(tmp_path / "refs")
+    cache = tmp_path / "cache"
+    make(distribution=None, reference_images=str(folder), cache_dir=str(cache), train_steps=1, num_prompts=2,
+         num_tokens=1, train_samples=2, train_batch_size=2)
+    assert len(seen) == 1  # read once, when the training starts, for the run's device
+    training = load_distribution(next(cache.glob("*.safetensors"))).training
+    assert (training["unet_batch"], training["unet_chunks"], training["gradient_checkpointing"]) == (1, 4, True)
+    assert training["memory_free_gib"] == 0.0 and training["unet_batch_setting"] == "auto"
+
+
 # ---------------------------------------------------------------------------------------------
 # guidance consumes the embeddings
 # ---------------------------------------------------------------------------------------------

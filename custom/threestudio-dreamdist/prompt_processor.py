@@ -59,8 +59,9 @@ MVDREAM_TEXT_WIDTHS = {"sd-v1.5-4view": 768, "sd-v2.1-base-4view": 1024}
 TRAIN_SETTINGS = {
     "train_steps": "steps", "num_prompts": "num_prompts", "num_tokens": "num_tokens", "train_template": "template",
     "train_samples": "samples", "ortho_weight": "ortho_weight", "ortho_kind": "ortho_kind",
-    "learning_rate": "lr", "train_batch_size": "batch_size", "train_resolution": "resolution",
-    "train_seed": "seed", "precision": "precision",
+    "snr_gamma": "snr_gamma", "snr_kind": "snr_kind", "learning_rate": "lr", "train_batch_size": "batch_size",
+    "train_resolution": "resolution", "train_crop": "crop", "train_flip": "flip", "train_seed": "seed",
+    "precision": "precision", "train_unet_batch": "unet_batch",
 }
 _TRAIN_DEFAULTS = TrainConfig()
 
@@ -143,10 +144,17 @@ class DreamdistPromptProcessor(PromptProcessor):
         train_samples: int = _TRAIN_DEFAULTS.samples
         ortho_weight: float = _TRAIN_DEFAULTS.ortho_weight
         ortho_kind: str = _TRAIN_DEFAULTS.ortho_kind
+        snr_gamma: float = _TRAIN_DEFAULTS.snr_gamma
+        snr_kind: str = _TRAIN_DEFAULTS.snr_kind
         learning_rate: float = _TRAIN_DEFAULTS.lr
         train_batch_size: int = _TRAIN_DEFAULTS.batch_size
         train_resolution: Optional[int] = _TRAIN_DEFAULTS.resolution
+        train_crop: str = _TRAIN_DEFAULTS.crop
+        train_flip: bool = _TRAIN_DEFAULTS.flip
         train_seed: int = _TRAIN_DEFAULTS.seed
+        # UNet evaluations per pass: "auto" fits them to the GPU memory free when training starts
+        # (the guidance model already loaded counts), or a number
+        train_unet_batch: Any = _TRAIN_DEFAULTS.unet_batch
         cache_dir: Optional[str] = None  # default: $DREAMDIST_CACHE/distributions
 
         # "auto": fp16 on CUDA, fp32 on CPU (the text encoder only; embeddings are kept in fp32)
