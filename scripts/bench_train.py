@@ -15,8 +15,24 @@ batch size 4, prints:
   the two unavoidable parts each timed alone on the same shapes, outside the trainer but between its
   steps (so both see the same machine load). Target <= 1.15.
 
+Then, for UNet chunks of 16 / 4 / 1 evaluations (--unet-batches; 16 = the whole step at once), each in
+its own subprocess at the same settings: step time, peak RSS of the process (CPU; CUDA: peak
+allocated), the step's own peak (RSS growth during the steps over the RSS before them; and the
+tensor bytes ``dreamdist.train.memory.LiveBytes`` saw alive) next to the estimate, as ratios to the
+unchunked step.
+
+On the CPU, subnormal floats are flushed to zero (``torch.set_flush_denormal``): the random-weight
+models' backward passes produce them in some batch shapes, and x86 CPUs handle them up to 30x slower,
+which timed the medium model's 4-evaluation chunks at 2.7x the unchunked step instead of 1.0x. Real
+weights on a GPU do not have this problem; a benchmark of the step should not measure it.
+
+``--plan-table`` prints instead what the estimate says Stable Diffusion 2.1 needs at the paper's
+settings and what ``--unet-batch auto`` picks on cards of 12 to 80 GB (the README's table); it loads
+no model (dry runs on the meta device).
+
     python scripts/bench_train.py                  # both models, CPU
     python scripts/bench_train.py --device cuda --precision bf16 --models tiny medium
+    python scripts/bench_train.py --plan-table
 """
 
 from __future__ import annotations
@@ -40,20 +56,26 @@ MEDIUM_RESOLUTION = 128
 
 class PhaseTimer:
     """The trainer's step hook (dreamdist.train.StepHook): syncs the device and reads ``clock`` at
-    each phase boundary, so the phases' times add up to the step's."""
+    each phase boundary, so the phases' times add up to the step's. A phase that ends several times
+    in a step (the UNet's, once per chunk) adds up within the step."""
 
     def __init__(self, clock: Callable[[], float], sync: Callable[[], None]) -> None:
         self.clock, self.sync = clock, sync
         self.timings: dict[str, list[float]] = {}
         self._last = 0.0
+        self._steps = 0
 
     def begin_step(self, step: int) -> None:  # noqa: ARG002
+        self._steps += 1
         self._last = self.clock()
 
     def end_phase(self, phase: str) -> None:
         self.sync()
         now = self.clock()
-        self.timings.setdefault(phase, []).append(now - self._last)
+        times = self.timings.setdefault(phase, [])
+        if len(times) < self._steps:
+            times.append(0.0)
+        times[-1] += now - self._last
         self._last = now
 
 
@@ -132,7 +154,7 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
         clock = time.perf_counter if cuda else time.process_time
         pipe = load_pipeline(model, device, dtype)
         steps = args.warmup + args.steps
-        config = TrainConfig(steps=steps, checkpoint_every=0, precision=args.precision,
+        config = TrainConfig(steps=steps, checkpoint_every=0, precision=args.precision, unet_batch=16,
                              gradient_checkpointing=args.gradient_checkpointing)
 
         measured = range(max(args.warmup, 1), steps)  # step i's time is stamp[i] - stamp[i-1]
@@ -229,6 +251,139 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
         shutil.rmtree(work, ignore_errors=True)
 
 
+def current_rss() -> int:
+    """Resident bytes of this process now (Linux /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def measure_chunk(model_kind: str, chunk: int, args: argparse.Namespace) -> dict:
+    """One UNet chunk size on one model (run in a fresh subprocess, so the peak RSS is its own)."""
+    import torch
+
+    from dreamdist.quiet import quiet_libraries
+    from dreamdist.train import TrainConfig, Trainer
+    from dreamdist.train.memory import LiveBytes
+
+    quiet_libraries()
+    warnings.filterwarnings("ignore")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = Path(tempfile.mkdtemp(prefix=f"bench-chunk-{model_kind}-"))
+    try:
+        if model_kind == "tiny":
+            from dreamdist.tiny_model import make_tiny_model
+
+            model = make_tiny_model(work / "model", prediction_type="v_prediction")
+        else:
+            model = make_medium_model(work / "model")
+        images = draw_images(work / "images")
+        steps = args.warmup + args.steps
+        config = TrainConfig(steps=steps, checkpoint_every=0, precision=args.precision, unet_batch=chunk,
+                             gradient_checkpointing=args.gradient_checkpointing)
+        trainer = Trainer(images, str(model), work / "out.safetensors", config, device=args.device, progress=False)
+        device = trainer.model.device
+        cuda = device.type == "cuda"
+        sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
+        clock = time.perf_counter if cuda else time.process_time
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(device)
+        before_steps = current_rss()
+        stamps: list[float] = []
+        trainer.callback = lambda info: (sync(), stamps.append(clock()))
+        trainer.run()
+        peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        measured = range(max(args.warmup, 1), steps)
+        step_s = statistics.median(stamps[i] - stamps[i - 1] for i in measured)
+        # one more step, its tensors followed by LiveBytes (not timed)
+        with trainer.model.unet_checkpointing(trainer.memory.gradient_checkpointing), LiveBytes() as live:
+            trainer.step(trainer.draw())
+        trainer.prompts.ctx.grad = None
+        estimate = trainer.memory_estimate
+        n = config.batch_size * config.samples
+        return {
+            "model": model_kind, "device": str(device), "chunk": chunk, "chunks": trainer.memory.chunks,
+            "step_s": step_s,
+            "peak_MiB": (torch.cuda.max_memory_allocated(device) if cuda else peak_rss) / 2**20,
+            "step_rss_MiB": None if cuda else max(0, peak_rss - before_steps) / 2**20,
+            "live_step_MiB": live.peak / 2**20,
+            "estimate_step_MiB": estimate.step(min(chunk, n), trainer.memory.gradient_checkpointing) / 2**20
+            if estimate is not None else None,
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def chunk_table(rows: list[dict]) -> str:
+    head = ("model", "UNet chunk", "s/step", "x unchunked", "peak MiB", "x", "step RSS MiB", "x", "step tensors MiB",
+            "x", "estimate MiB", "estimate / tensors")
+    lines = [" | ".join(head), " | ".join("-" * len(h) for h in head)]
+    base: dict[str, dict] = {}
+    for r in rows:
+        ref = base.setdefault(r["model"], r)
+
+        def ratio(key: str) -> str:
+            return f"{r[key] / ref[key]:.2f}" if r.get(key) and ref.get(key) else "-"
+
+        lines.append(" | ".join([
+            r["model"], f"{r['chunk']} ({r['chunks']} pass{'es' if r['chunks'] > 1 else ''})", f"{r['step_s']:.3f}",
+            ratio("step_s"), f"{r['peak_MiB']:.0f}", ratio("peak_MiB"),
+            f"{r['step_rss_MiB']:.0f}" if r["step_rss_MiB"] is not None else "-", ratio("step_rss_MiB"),
+            f"{r['live_step_MiB']:.1f}", ratio("live_step_MiB"),
+            f"{r['estimate_step_MiB']:.1f}" if r["estimate_step_MiB"] is not None else "-",
+            f"{r['estimate_step_MiB'] / r['live_step_MiB']:.3f}" if r["estimate_step_MiB"] else "-"]))
+    return "\n".join(lines)
+
+
+CARDS_GB = (12, 16, 24, 48, 80)
+CARD_RESERVED_GIB = 0.6  # taken before training starts: the CUDA context, a desktop
+
+
+def plan_table() -> str:
+    """README's memory tables: SD 2.1 at the paper's settings (768 px, K=32, M=8, B=4, S=4), by dry run."""
+    import torch
+
+    from dreamdist.train import TrainConfig
+    from dreamdist.train.memory import GIB, SD21_CONFIGS, MemoryEstimate, Workload, plan_memory
+
+    config = TrainConfig()
+    n = config.batch_size * config.samples
+
+    def estimate(dtype: torch.dtype) -> MemoryEstimate:
+        work = Workload(config.num_prompts, config.num_tokens, config.batch_size, config.samples,
+                        SD21_CONFIGS.native_resolution, dtype, "cuda", cached_latents=20 * 33)
+        return MemoryEstimate.of(SD21_CONFIGS, work)
+
+    bf16, fp32 = estimate(torch.bfloat16), estimate(torch.float32)
+    rows = [
+        ("bf16, all 16 UNet evaluations at once", bf16.peak(n, False, 1)),
+        ("bf16, gradient checkpointing, all at once", bf16.peak(n, True, 1)),
+        ("bf16, 4 chunks of 4 evaluations", bf16.peak(4, False, 1)),
+        ("bf16, 16 chunks of 1 evaluation", bf16.peak(1, False, 1)),
+        ("fp32, all 16 UNet evaluations at once", fp32.peak(n, False, 1)),
+        ("fp32, gradient checkpointing, 16 chunks of 1", fp32.peak(1, True, 1)),
+    ]
+    fixed = bf16.unet(False)[1], bf16.unet(True)[1]
+    lines = ["| SD 2.1, 768 px, K=32, M=8, B=4, S=4, flash attention | estimated peak |", "|---|---|"]
+    lines += [f"| {what} | {peak / GIB:.1f} GiB |" for what, peak in rows]
+    lines += ["", f"Per bf16 UNet evaluation {fixed[0] / GIB:.2f} GiB ({fixed[1] / GIB:.2f} with checkpointing); "
+              f"weights {bf16.weights / GIB:.1f} GiB (fp32 {fp32.weights / GIB:.1f}); K-prompt text encoder "
+              f"{bf16.text_held / GIB:.1f} GiB; latents of 20 images x 33 crop positions {bf16.fixed / GIB:.2f} GiB; "
+              f"one VAE call while caching {bf16.vae_encode(1) / GIB:.1f} GiB per image.", ""]
+    lines += ["| card | free (assumed) | `--unet-batch auto` picks (bf16) | estimated peak |", "|---|---|---|---|"]
+    for card in CARDS_GB:
+        free = int((card - CARD_RESERVED_GIB) * GIB)
+        plan = plan_memory(bf16, n, "auto", False, free, "cuda:0")
+        how = plan.describe().split(" -> UNet ")[1].split(":")[0]
+        fits = "" if plan.fits else " (does not fit)"
+        lines.append(f"| {card} GB | {free / GIB:.1f} GiB | {how}, VAE {plan.vae_batch} per call | "
+                     f"{plan.estimate / GIB:.1f} GiB{fits} |")
+    return "\n".join(lines)
+
+
 def table(rows: list[dict]) -> str:
     head = ("model", "device", "clock", "prec", "latent", "UNet M", "s/step", "peak MiB (before model)", "text enc",
             "UNet fwd", "UNet bwd", "other", "TE alone", "UNet alone", "ratio")
@@ -252,31 +407,65 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2, help="warm-up steps, not measured")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--unet-batches", type=int, nargs="*", default=[16, 4, 1],
+                        help="UNet chunk sizes to compare (16: the whole step; none: skip)")
+    parser.add_argument("--skip-phases", action="store_true", help="only the chunk comparison")
+    parser.add_argument("--plan-table", action="store_true", help="print the SD 2.1 memory tables and exit")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     parser.add_argument("--one", choices=("tiny", "medium"), help=argparse.SUPPRESS)  # subprocess mode
+    parser.add_argument("--chunk", type=int, help=argparse.SUPPRESS)  # subprocess mode
     args = parser.parse_args()
     if args.one:
-        print("BENCH-ROW " + json.dumps(measure(args.one, args)), flush=True)
+        import torch
+
+        torch.set_flush_denormal(True)  # see the module doc
+    if args.plan_table:
+        print(plan_table())
         return 0
-    rows = []
-    for kind in args.models:
+    if args.one:
+        row = measure_chunk(args.one, args.chunk, args) if args.chunk else measure(args.one, args)
+        print("BENCH-ROW " + json.dumps(row), flush=True)
+        return 0
+
+    def run_one(kind: str, *extra: str) -> dict | None:
         argv = [sys.executable, __file__, "--one", kind, "--device", args.device, "--precision", args.precision,
-                "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads)]
+                "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads), *extra]
         if args.gradient_checkpointing:
             argv.append("--gradient-checkpointing")
         done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         found = [line for line in done.stdout.splitlines() if line.startswith("BENCH-ROW ")]
         if done.returncode or not found:
-            print(f"{kind}: failed\n{done.stderr[-3000:]}", file=sys.stderr)
+            print(f"{kind} {' '.join(extra)}: failed\n{done.stderr[-3000:]}", file=sys.stderr)
+            return None
+        return json.loads(found[-1][len("BENCH-ROW "):])
+
+    rows, chunk_rows = [], []
+    for kind in [] if args.skip_phases else args.models:
+        row = run_one(kind)
+        if row is None:
             return 1
-        rows.append(json.loads(found[-1][len("BENCH-ROW "):]))
-        print(f"{kind}: {rows[-1]['step_s']:.3f} s/step, ratio {rows[-1]['ratio']:.3f}", file=sys.stderr, flush=True)
-    print("K=32 M=8 S=4 batch 4 (UNet batch 16); s/step = median steady-state step (CPU: CPU seconds of the "
-          "process, robust to a shared machine; CUDA: wall seconds); shares are of that step; 'alone' = the "
-          "unavoidable part timed outside the trainer; ratio = s/step / (TE alone + UNet alone), target <= 1.15")
-    print(table(rows))
+        rows.append(row)
+        print(f"{kind}: {row['step_s']:.3f} s/step, ratio {row['ratio']:.3f}", file=sys.stderr, flush=True)
+    for kind in args.models:
+        for chunk in args.unet_batches:
+            row = run_one(kind, "--chunk", str(chunk))
+            if row is None:
+                return 1
+            chunk_rows.append(row)
+            print(f"{kind} chunk {chunk}: {row['step_s']:.3f} s/step", file=sys.stderr, flush=True)
+    if rows:
+        print("K=32 M=8 S=4 batch 4 (UNet batch 16); s/step = median steady-state step (CPU: CPU seconds of the "
+              "process, robust to a shared machine; CUDA: wall seconds); shares are of that step; 'alone' = the "
+              "unavoidable part timed outside the trainer; ratio = s/step / (TE alone + UNet alone), target <= 1.15")
+        print(table(rows))
+    if chunk_rows:
+        print("\nUNet chunks, same settings; x = ratio to the unchunked step (chunk 16). peak = the process's peak "
+              "RSS (CPU; CUDA: peak allocated), incl. loading and latent caching; step RSS = its growth during the "
+              "steps; step tensors = bytes LiveBytes saw alive in one step; estimate = dreamdist.train.memory's "
+              "figure for that step")
+        print(chunk_table(chunk_rows))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"phases": rows, "chunks": chunk_rows}, indent=2))
     return 0
 
 
