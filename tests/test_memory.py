@@ -4,10 +4,12 @@ plan that picks UNet chunks, gradient checkpointing and the VAE batch from the f
 from __future__ import annotations
 
 import re
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
 import torch
+from packaging.version import Version
 
 from dreamdist.train import TrainConfig, Trainer
 from dreamdist.train.memory import (
@@ -195,5 +197,8 @@ def test_readme_states_the_sd21_estimates():
               re.findall(r"^\| (bf16, [^|]+?) \| ([0-9.]+) GiB \|$", text, flags=re.MULTILINE)}
     assert stated["bf16, all 16 UNet evaluations at once"] == pytest.approx(bf16.peak(16, False, 1) / GIB, abs=0.05)
     assert stated["bf16, 4 chunks of 4 evaluations"] == pytest.approx(bf16.peak(4, False, 1) / GIB, abs=0.05)
-    assert stated["bf16, gradient checkpointing, all at once"] == pytest.approx(bf16.peak(16, True, 1) / GIB,
-                                                                                 abs=0.05)
+    checkpointed = stated["bf16, gradient checkpointing, all at once"]
+    if Version(version("diffusers")) < Version("0.20"):  # its blocks checkpoint differently: its own figure
+        checkpointed = float(re.search(r"diffusers 0\.19\.3, whose blocks checkpoint differently, gradient "
+                                       r"checkpointing all at\s+once is ([0-9.]+) GiB", text).group(1))
+    assert checkpointed == pytest.approx(bf16.peak(16, True, 1) / GIB, abs=0.05)
