@@ -9,7 +9,10 @@ import shlex
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import unquote, urlparse
 
+import pytest
+from browser import browser_missing, open_page
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,13 +44,20 @@ def test_readme_has_the_two_setup_commands_and_ci_uses_the_test_one():
     assert lane == "bash scripts/test_threestudio_stack.sh" and lane in (ROOT / ".ci" / "run").read_text()
 
 
-def test_demo_and_every_cpu_command_of_the_readme(tmp_path):
-    demo = sh_blocks()[0].split("&&")[1].strip() + " --steps 5"  # the README's command, fewer steps
-    done = _run(demo, tmp_path)
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The README's main command, run once (fewer steps): (the folder it ran in, its result)."""
+    cwd = tmp_path_factory.mktemp("readme")
+    done = _run(sh_blocks()[0].split("&&")[1].strip() + " --steps 5", cwd)
     assert done.returncode == 0, done.stderr[-2000:]
-    out = tmp_path / "demo-out"
+    return cwd, done
+
+
+def test_demo_writes_every_file_its_index_lists(demo):
+    cwd, done = demo
+    out = cwd / "demo-out"
     listed = [line.split("\t")[0] for line in (out / "README.txt").read_text().splitlines() if "\t" in line]
-    assert len(listed) >= 8 and (out / "index.html").exists()
+    assert len(listed) >= 10 and (out / "index.html").exists()
     for rel in listed:
         path = out / rel
         assert path.exists(), rel
@@ -55,19 +65,35 @@ def test_demo_and_every_cpu_command_of_the_readme(tmp_path):
             Image.open(path).verify()
         if path.is_dir():
             assert any(p.suffix == ".png" for p in path.iterdir())
+    assert {"red.loss.png", "blue.loss.png"} <= set(listed)
     assert "proves the pipeline, not the quality" in done.stdout
     assert "stable-diffusion-2-1" in done.stdout and "launch.py" in done.stdout
 
+
+@pytest.mark.skipif(bool(browser_missing()), reason=str(browser_missing()))
+def test_demo_index_shows_references_loss_curves_and_samples_in_a_browser(demo, tmp_path):
+    out = demo[0] / "demo-out"
+    page = open_page(out / "index.html", screenshot=tmp_path / "index.png")
+    assert page.outside(out) == [] and page.broken_images == []
+    assert page.console_errors == [] and page.page_errors == []
+    shown = {Path(unquote(urlparse(i["src"]).path)).relative_to(out).as_posix() for i in page.images}
+    references = {p.relative_to(out).as_posix() for p in (out / "references").rglob("*.png")}
+    assert references and references <= shown  # thumbnails, not only links
+    assert {"red.loss.png", "blue.loss.png", "gamma-sweep/grid.png", "edited/grid.png", "mix/grid.png"} <= shown
+
+
+def test_every_cpu_command_and_python_example_of_the_readme(demo):
+    cwd = demo[0]
     for block in sh_blocks()[2:]:
         for cmd in [c for c in block.splitlines() if c.strip()]:
-            result = _run(cmd, tmp_path)
+            result = _run(cmd, cwd)
             assert result.returncode == 0, f"{cmd}\n{result.stderr[-2000:]}"
-    assert len(list((tmp_path / "samples-red").glob("*.png"))) >= 4
+    assert len(list((cwd / "samples-red").glob("*.png"))) >= 4
 
     python = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert python, "the README shows Python use"
     for code in python:  # "Use it from Python", on the files the commands above made
-        result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(), capture_output=True,
+        result = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_env(), capture_output=True,
                                 text=True, timeout=600)
         assert result.returncode == 0, f"{code}\n{result.stderr[-2000:]}"
-    assert (tmp_path / "blue.safetensors").is_file() and result.stdout.startswith("4 Distribution(")
+    assert (cwd / "blue.safetensors").is_file() and result.stdout.startswith("4 Distribution(")

@@ -17,6 +17,7 @@ from dreamdist.cli import main
 from dreamdist.compat import cpu_autocast_supports
 from dreamdist.distfile import load_distribution
 from dreamdist.errors import DreamdistError, InputError
+from dreamdist.losscurve import loss_curve_path
 from dreamdist.prompts import PromptSet
 from dreamdist.stop import StopRequest
 from dreamdist.train import (
@@ -160,6 +161,8 @@ def test_training_learns_only_the_vectors_and_writes_a_usable_file(pipe, images,
     assert [int(r["step"]) for r in rows] == list(range(1, 31))
     assert float(rows[-1]["diffusion_loss"]) == pytest.approx(trained[-1], rel=1e-5)
     assert default_paths(out)["checkpoint"].is_file()
+    curve = Image.open(loss_curve_path(default_paths(out)["log_csv"]))  # the loss curve beside the CSV
+    assert curve.format == "PNG" and curve.size == (700, 320)
 
 
 def test_interrupt_and_resume_is_bit_identical(pipe, images, tmp_path):
@@ -668,8 +671,9 @@ def test_every_file_train_writes_follows_the_umask(images, tiny_model_dir, tmp_p
         os.umask(previous)
     assert code == 0, err
     paths = default_paths(out)
-    written = [out, paths["checkpoint"], paths["log_csv"], paths["preview_dir"] / "step-000002.png"]
-    assert sorted(p.name for p in out.parent.iterdir()) == sorted(p.name for p in [*written[:3], paths["preview_dir"]])
+    written = [out, paths["checkpoint"], paths["log_csv"], loss_curve_path(paths["log_csv"]),
+               paths["preview_dir"] / "step-000002.png"]
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(p.name for p in [*written[:4], paths["preview_dir"]])
     for path in written:
         assert path.stat().st_mode & 0o777 == mode, path
     assert paths["preview_dir"].stat().st_mode & 0o777 == 0o777 & ~umask

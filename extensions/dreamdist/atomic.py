@@ -19,16 +19,24 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the final file should follow the user's umask
+    follow_umask(tmp)  # mkstemp makes 0600; the final file should follow the user's umask
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        follow_umask(tmp_path)  # writers that replace the file (safetensors' save_file) made it 0600 again
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def follow_umask(path: str | os.PathLike) -> None:
+    """Give a file the mode a plain ``open()`` would under the user's umask (0644 under 022). Needed
+    after ``mkstemp`` and after safetensors' ``save_file``, which renames a private 0600 file of its
+    own over the path it is given."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
 
 
 def atomic_write_bytes(target: str | os.PathLike, data: bytes) -> None:

@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image
 
 from dreamdist.atomic import atomic_write_text
+from dreamdist.losscurve import loss_curve_path
 
 NOTE = (
     "The embedded model is tiny (a few MB, trained on toy shapes, or random weights if the toy "
@@ -23,9 +24,22 @@ NOTE = (
 
 
 @dataclass
+class TrainedSet:
+    """One reference set and what training it made, for the index page."""
+
+    name: str
+    references: str  # folder, relative to the demo's output
+    description: str
+    distribution: str
+    log_csv: str
+    loss_curve: str
+
+
+@dataclass
 class DemoResult:
     out: Path
     entries: list[tuple[str, str]] = field(default_factory=list)  # (relative path, what it is)
+    sets: list[TrainedSet] = field(default_factory=list)
 
 
 def free_out_dir(out: Path) -> Path:
@@ -92,6 +106,10 @@ def run_demo(out: Path, steps: int = 60, keep: bool = False, model: str | None =
         dists[name] = dist
         add((dist.name, f"the learned distribution (K=8 prompts, M=2 tokens, {steps} steps)"))
         add((f"{name}.log.csv", "per-step diffusion and orthogonality loss"))
+        curve = loss_curve_path(out / f"{name}.log.csv").name
+        add((curve, f"loss curve of the {name} training"))
+        result.sets.append(TrainedSet(name, f"references/{name}", f"{colour} {' and '.join(shapes)}s on grey",
+                                      dist.name, f"{name}.log.csv", curve))
 
     red = [dists["red"]]
     run = sweep_gamma(red, out / "gamma-sweep", gammas=(0.0, 1.0, 2.0), n=4, **common)
@@ -104,21 +122,40 @@ def run_demo(out: Path, steps: int = 60, keep: bool = False, model: str | None =
     return result
 
 
+STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}"
+         ".thumbs img{width:64px;height:64px;image-rendering:pixelated;margin:2px;border:1px solid #ccc}"
+         ".grid img{image-rendering:pixelated;max-width:520px}figure{margin:1em 0}"
+         ".set{display:flex;gap:2em;align-items:flex-start;flex-wrap:wrap}")
+
+
+def _img(src: str, alt: str, cls: str = "") -> str:
+    return f"<img src='{html.escape(src)}' alt='{html.escape(alt)}'{f' class={cls}' if cls else ''}>"
+
+
 def write_index(result: DemoResult, model: str) -> None:
+    """README.txt (what each file is) and index.html: each reference set as thumbnails beside its loss
+    curve, then the sample grids. Relative links only: it opens from disk."""
     lines = ["dreamdist demo output", f"model: {model}", NOTE, ""]
     lines += [f"{path}\t{what}" for path, what in result.entries]
     atomic_write_text(result.out / "README.txt", "\n".join(lines) + "\n")
-    items = "\n".join(
-        f"<li><a href='{html.escape(p)}'>{html.escape(p)}</a>: {html.escape(w)}"
-        + (f"<br><img src='{html.escape(p)}' style='image-rendering:pixelated;max-width:480px'>" if p.endswith(".png") else "")
-        + "</li>"
-        for p, w in result.entries
-    )
-    atomic_write_text(
-        result.out / "index.html",
-        f"<!doctype html><meta charset=utf-8><title>dreamdist demo</title><h1>dreamdist demo</h1>"
-        f"<p>{html.escape(NOTE)}</p><p>model: {html.escape(model)}</p><ul>{items}</ul>\n",
-    )
+    parts = [f"<!doctype html><meta charset=utf-8><title>dreamdist demo</title><style>{STYLE}</style>",
+             "<h1>dreamdist demo</h1>", f"<p>{html.escape(NOTE)}</p><p>model: {html.escape(model)}</p>",
+             "<h2>Reference sets and training</h2>"]
+    for s in result.sets:
+        thumbs = "".join(_img(f"{s.references}/{p.name}", p.name)
+                         for p in sorted((result.out / s.references).iterdir()) if p.suffix == ".png")
+        parts.append(
+            f"<h3>{html.escape(s.name)}: {html.escape(s.description)}</h3><div class=set>"
+            f"<div><div class=thumbs>{thumbs}</div><p><a href='{html.escape(s.distribution)}'>"
+            f"{html.escape(s.distribution)}</a> &middot; <a href='{html.escape(s.log_csv)}'>"
+            f"{html.escape(s.log_csv)}</a></p></div>{_img(s.loss_curve, f'loss curve of {s.name}')}</div>")
+    parts.append("<h2>Samples</h2>")
+    trained = {name for s in result.sets for name in (s.references, s.distribution, s.log_csv, s.loss_curve)}
+    for path, what in result.entries:
+        if path not in trained:
+            parts.append(f"<figure class=grid><figcaption>{html.escape(what)} (<a href='{html.escape(path)}'>"
+                         f"{html.escape(path)}</a>)</figcaption>{_img(path, what)}</figure>")
+    atomic_write_text(result.out / "index.html", "\n".join(parts) + "\n")
 
 
 NEXT_STEPS = """\

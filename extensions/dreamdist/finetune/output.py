@@ -29,6 +29,7 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
+from dreamdist.atomic import follow_umask
 from dreamdist.errors import InputError
 
 INFO_NAME = "dreamdist_finetune.json"
@@ -91,6 +92,7 @@ def write_unet(unet: torch.nn.Module, folder: Path) -> None:
     folder.mkdir(parents=True)
     unet.save_config(str(folder))
     save_file(unet_state_for_saving(unet), str(folder / UNET_WEIGHTS), metadata={"format": "pt"})
+    follow_umask(folder / UNET_WEIGHTS)
 
 
 def write_lora(unet: torch.nn.Module, folder: Path, config: Any) -> None:
@@ -101,6 +103,7 @@ def write_lora(unet: torch.nn.Module, folder: Path, config: Any) -> None:
     folder.mkdir(parents=True)
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in get_peft_model_state_dict(unet).items()}
     save_file(state, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    follow_umask(folder / "adapter_model.safetensors")
     data = config.to_dict()
     data = {k: sorted(v) if isinstance(v, set) else v for k, v in data.items()}
     (folder / "adapter_config.json").write_text(json.dumps(data, indent=2, default=str) + "\n")

@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 
 from dreamdist.atomic import atomic_write_text
 from dreamdist.gaussian import FeatureGaussian
+from dreamdist.losscurve import plot_loss_curve
 from dreamdist.sampling import render_grid
 from dreamdist.train.outcome import PreviewWarning
 
@@ -65,9 +66,15 @@ class RunLog:
         self._bar.update(1)
 
     def close(self) -> None:
+        """Close the bar and the CSV, and draw the loss curve beside it (``dist.loss.png``) from every
+        row so far, so an interrupted run has one too. A failed plot warns: it must not lose a run."""
         self._bar.close()
         if self._file is not None:
             self._file.close()
+            try:
+                plot_loss_curve(self._file.name)
+            except Exception as exc:  # noqa: BLE001 - see above
+                warnings.warn(f"loss curve not drawn: {type(exc).__name__}: {exc}", PreviewWarning, stacklevel=2)
 
     def __enter__(self) -> "RunLog":
         return self

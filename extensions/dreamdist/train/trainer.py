@@ -482,18 +482,7 @@ class Trainer:
             fingerprint=model.fingerprint, template=str(self.template), training=training,
             image_count=len(self.images),
         )
-        path = save_distribution(self.paths.out, dist)
-        _follow_umask(path)
-        return path
-
-
-def _follow_umask(path: Path) -> None:
-    """Give a written file the mode the user's umask asks for. safetensors' ``save_file`` (0.8,
-    both tested stacks) writes a file of its own (mode 0600) and renames it over the path it is
-    given, so the umask-aware temp file of ``atomic_path`` is replaced by a private one."""
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
+        return save_distribution(self.paths.out, dist)
 
 
 def _model_configs(model: Any) -> tuple[ModelConfigs | None, str]:
