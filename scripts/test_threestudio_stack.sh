@@ -33,8 +33,10 @@ fi
 echo "threestudio stack: installed packages unchanged; added: $(comm -13 "$work/before.txt" "$work/after.txt" | tr '\n' ' ')"
 
 "$PY" -m pytest -q -p no:cacheprovider tests/test_encoder.py tests/test_distfile.py tests/test_gaussian.py \
-  tests/test_distribution.py tests/test_cli_core.py tests/test_images.py tests/test_train.py tests/test_sample.py \
-  tests/test_views.py tests/test_threestudio_extension.py tests/test_configs.py tests/test_installer.py
+  tests/test_distribution.py tests/test_cli_core.py tests/test_images.py tests/test_train.py tests/test_losses.py \
+  tests/test_memory.py tests/test_losscurve.py tests/test_sample.py tests/test_views.py tests/test_api.py \
+  tests/test_finetune.py tests/test_evaluate.py tests/test_threestudio_extension.py tests/test_configs.py \
+  tests/test_installer.py
 
 "$PY" scripts/install_threestudio_extension.py "$ts" --uninstall
 "$PY" -m pip freeze --all --exclude-editable | sort > "$work/undone.txt"
