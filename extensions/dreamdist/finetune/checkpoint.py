@@ -9,7 +9,6 @@ holds soft prompts instead of UNet weights; the refusals are the same.)
 
 from __future__ import annotations
 
-import io
 import json
 import math
 from dataclasses import dataclass
@@ -18,15 +17,11 @@ from typing import Any
 
 import torch
 
-from dreamdist.atomic import atomic_path
 from dreamdist.errors import InputError
+from dreamdist.train.checkpoint import damaged, load_state, save_state
 
 FORMAT = "dreamdist.finetune-checkpoint"
 VERSION = 1
-
-
-def _damaged(path: Path, what: str) -> InputError:
-    return InputError(f"{path}: {what}; run with --force to start over")
 
 
 @dataclass
@@ -51,22 +46,11 @@ class FinetuneCheckpoint:
             "distribution_sha256": self.distribution_sha256, "fingerprint_sha256": self.fingerprint_sha256,
             "elapsed_s": float(self.elapsed_s), "last_loss": float(self.last_loss),
         }
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(buffer.getvalue())
-        return path
+        return save_state(path, state)
 
     @classmethod
     def load(cls, path: Path) -> "FinetuneCheckpoint":
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-            raise _damaged(path, f"not a readable fine-tuning checkpoint ({type(exc).__name__})") from None
-        if not isinstance(state, dict) or state.get("format") != FORMAT:
-            raise _damaged(path, "not a dreamdist fine-tuning checkpoint")
-        if int(state.get("version", 0)) > VERSION:
-            raise InputError(f"{path}: checkpoint version {state['version']} is newer than this dreamdist; upgrade it")
+        state = load_state(path, FORMAT, VERSION, "fine-tuning")
         try:
             return cls(
                 step=int(state["step"]), weights=dict(state["weights"]), optimizer=state["optimizer"],
@@ -76,7 +60,7 @@ class FinetuneCheckpoint:
                 last_loss=float(state.get("last_loss", math.nan)),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise _damaged(path, "damaged fine-tuning checkpoint") from None
+            raise damaged(path, "damaged fine-tuning checkpoint") from None
 
     def check_resumes(self, path: Path, settings: dict[str, Any], images: list[list[str]], distribution_sha256: str,
                       fingerprint_sha256: str, steps: int) -> None:

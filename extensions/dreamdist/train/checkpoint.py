@@ -48,8 +48,32 @@ def image_ids(paths: list[Path]) -> list[list[str]]:
     return [[p.name, file_sha256(p)] for p in paths]
 
 
-def _damaged(path: Path, what: str = "not a readable training checkpoint") -> InputError:
+def damaged(path: Path, what: str = "not a readable training checkpoint") -> InputError:
+    """A checkpoint that cannot be resumed, in one line with the way out."""
     return InputError(f"{path}: {what}; run with --force to start over")
+
+
+def save_state(path: Path, state: dict[str, Any]) -> Path:
+    """``torch.save`` a checkpoint's state atomically: a crash keeps the previous checkpoint."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+    return path
+
+
+def load_state(path: Path, fmt: str, version: int, what: str) -> dict[str, Any]:
+    """The state ``save_state`` wrote, checked to be a ``fmt`` checkpoint no newer than ``version``;
+    anything unreadable, foreign or newer is one ``InputError`` line (``what``: "training", ...)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
+        raise damaged(path, f"not a readable {what} checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or state.get("format") != fmt:
+        raise damaged(path, f"not a dreamdist {what} checkpoint")
+    if int(state.get("version", 0)) > version:
+        raise InputError(f"{path}: checkpoint version {state['version']} is newer than this dreamdist; upgrade it")
+    return state
 
 
 @dataclass
@@ -84,24 +108,13 @@ class Checkpoint:
             "elapsed_s": float(self.elapsed_s),
             "last_loss": float(self.last_loss),
         }
-        buffer = io.BytesIO()
-        torch.save(state, buffer)
-        with atomic_path(path) as tmp:
-            tmp.write_bytes(buffer.getvalue())
-        return path
+        return save_state(path, state)
 
     @classmethod
     def load(cls, path: Path) -> "Checkpoint":
         """Read ``path``; any unreadable, foreign, newer or damaged file is one ``InputError`` line."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same one-line answer
-            raise _damaged(path, f"not a readable training checkpoint ({type(exc).__name__})") from None
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise _damaged(path, "not a dreamdist training checkpoint")
+        state = load_state(path, CHECKPOINT_FORMAT, CHECKPOINT_VERSION, "training")
         version = int(state.get("version", 0))
-        if version > CHECKPOINT_VERSION:
-            raise InputError(f"{path}: checkpoint version {state['version']} is newer than this dreamdist; upgrade it")
         try:
             fp = json.loads(state["fingerprint"])
             settings = {**LEGACY_SETTINGS.get(version, {}), **json.loads(state["settings"])}
@@ -116,7 +129,7 @@ class Checkpoint:
                 elapsed_s=float(state["elapsed_s"]), last_loss=float(state.get("last_loss", math.nan)),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
-            raise _damaged(path, "damaged training checkpoint") from None
+            raise damaged(path, "damaged training checkpoint") from None
 
     def check_resumes(self, path: Path, settings: dict[str, Any], fingerprint: Fingerprint, model_name: str,
                       steps: int) -> None:
