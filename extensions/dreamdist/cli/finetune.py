@@ -20,41 +20,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-import typing
-from dataclasses import Field, fields
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from dreamdist.cli.settings import add_settings, flags, given_settings, print_result
 from dreamdist.errors import InputError
 from dreamdist.finetune.config import FinetuneConfig
 
 GROUPS = {"method": "method (Zeng et al.'s stage 2 defaults)", "lora": "LoRA (--method lora)",
           "prior preservation (DreamBooth)": "prior preservation (DreamBooth; off by default)",
           "images": "images", "run": "run"}
-HINTS = typing.get_type_hints(FinetuneConfig)
-
-
-def flag(setting: Field) -> str:
-    return setting.metadata.get("flag", "--" + setting.name.replace("_", "-"))
-
-
-FLAGS = {setting.name: flag(setting) for setting in fields(FinetuneConfig)}
-
-
-def _add_setting(group: argparse._ArgumentGroup, setting: Field) -> None:
-    """One option from a FinetuneConfig field's metadata (as ``dreamdist train`` does for TrainConfig)."""
-    meta = setting.metadata
-    options: dict[str, typing.Any] = {"dest": setting.name, "help": meta["help"]}
-    hint = HINTS[setting.name]
-    if hint is bool:
-        options.update(action="store_false" if setting.default else "store_true",
-                       default=argparse.SUPPRESS if setting.default else False)
-    else:
-        types = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]
-        options.update(type=types[0], default=setting.default if meta.get("show_default", True) else argparse.SUPPRESS)
-        options.update({key: meta[key] for key in ("metavar", "choices") if key in meta})
-    group.add_argument(flag(setting), **options)
+FLAGS = flags(FinetuneConfig)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,9 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="folder to write the fine-tuned diffusers pipeline to")
     parser.add_argument("--model", default=none, help="diffusers model folder or hub id (default: the base model "
                         "named in DIST; must have its text encoder)")
-    groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
-    for setting in fields(FinetuneConfig):
-        _add_setting(groups[setting.metadata["group"]], setting)
+    groups = add_settings(parser, FinetuneConfig, GROUPS)
     groups["prior preservation (DreamBooth)"].add_argument(
         "--class-dir", type=Path, default=none, help="class-image cache folder (default: OUT.class-images)")
     run = groups["run"]
@@ -82,7 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> FinetuneConfig:
-    return FinetuneConfig(**{s.name: getattr(args, s.name) for s in fields(FinetuneConfig) if hasattr(args, s.name)})
+    return FinetuneConfig(**given_settings(args, FinetuneConfig))
 
 
 def _say(message: str) -> None:
@@ -105,13 +80,7 @@ def run(args: argparse.Namespace) -> int:
     except TrainingInterrupted as stop:
         _say(str(stop))
         return 143 if stop.signal_name == "SIGTERM" else 130
-    done = f"{result.step - result.resumed_from} steps"
-    if result.resumed_from:
-        done += f" (resumed at {result.resumed_from})"
-    print(f"wrote {result.out} ({config.method} UNet, {result.image_count} images, {done}, {result.seconds:.1f}s)")
-    if result.diffusion_losses:
-        tail = result.diffusion_losses[-min(50, len(result.diffusion_losses)):]
-        print(f"final diffusion loss (mean of last {len(tail)} steps): {sum(tail) / len(tail):.4f}")
+    print_result(result, f"{config.method} UNet")
     if result.class_images_made:
         print(f"drew {result.class_images_made} class image(s) in {result.class_image_s:.1f}s")
     print(f"use it: dreamdist sample {args.distribution} --model {result.out}")

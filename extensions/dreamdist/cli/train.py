@@ -23,13 +23,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-import typing
 import warnings
-from dataclasses import Field, fields
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from dreamdist.cli.settings import add_settings, flags, given_settings, print_result
 from dreamdist.errors import InputError
 from dreamdist.templates import Template
 from dreamdist.train import (
@@ -43,35 +42,7 @@ from dreamdist.train import (
 
 # TrainConfig's field groups -> --help sections
 GROUPS = {"method": "method (paper defaults)", "template": "prompt template", "images": "images", "run": "run"}
-HINTS = typing.get_type_hints(TrainConfig)
-
-
-def flag(setting: Field) -> str:
-    """The option spelling of a TrainConfig field: ``--num-prompts``, or its metadata's ``flag``."""
-    return setting.metadata.get("flag", "--" + setting.name.replace("_", "-"))
-
-
-FLAGS = {setting.name: flag(setting) for setting in fields(TrainConfig)}
-
-
-def _add_setting(group: argparse._ArgumentGroup, setting: Field) -> None:
-    """One option from a TrainConfig field's metadata. A switch that turns a default-on setting off,
-    a ``negatable`` switch (``--flip`` / ``--no-flip``) and a default the help text explains leave
-    the value out when not given."""
-    meta = setting.metadata
-    options: dict[str, typing.Any] = {"dest": setting.name, "help": meta["help"]}
-    hint = HINTS[setting.name]
-    if hint is bool and meta.get("negatable"):
-        options.update(action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
-    elif hint is bool:
-        options.update(action="store_false" if setting.default else "store_true",
-                       default=argparse.SUPPRESS if setting.default else False)
-    else:
-        types = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]  # int | None -> int
-        options.update(type=meta.get("parse", types[0]),
-                       default=setting.default if meta.get("show_default", True) else argparse.SUPPRESS)
-        options.update({key: meta[key] for key in ("metavar", "choices") if key in meta})
-    group.add_argument(flag(setting), **options)
+FLAGS = flags(TrainConfig)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -83,9 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, default=none,
                         help="distribution file to write (.safetensors)")
 
-    groups = {key: parser.add_argument_group(title) for key, title in GROUPS.items()}
-    for setting in fields(TrainConfig):
-        _add_setting(groups[setting.metadata["group"]], setting)
+    groups = add_settings(parser, TrainConfig, GROUPS)
 
     text = groups["template"]
     text.add_argument("--prefix", default=none, help="text before the learned vectors (alternative to --template)")
@@ -104,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    given = {s.name: getattr(args, s.name) for s in fields(TrainConfig) if hasattr(args, s.name)}  # given or shown
+    given = given_settings(args, TrainConfig)
     prefix, suffix = getattr(args, "prefix", None), getattr(args, "suffix", None)
     if "template" in given and (prefix or suffix):
         raise InputError("give either --template or --prefix/--suffix, not both")
@@ -139,14 +108,7 @@ def run(args: argparse.Namespace) -> int:
         except TrainingInterrupted as stop:
             _say(str(stop))
             return 143 if stop.signal_name == "SIGTERM" else 130
-    done = f"{result.step - result.resumed_from} steps"
-    if result.resumed_from:
-        done += f" (resumed at {result.resumed_from})"
-    print(f"wrote {result.out} ({config.num_prompts} prompts x {config.num_tokens} tokens, "
-          f"{result.image_count} images, {done}, {result.seconds:.1f}s)")
-    if result.diffusion_losses:
-        tail = result.diffusion_losses[-min(50, len(result.diffusion_losses)):]
-        print(f"final diffusion loss (mean of last {len(tail)} steps): {sum(tail) / len(tail):.4f}")
+    print_result(result, f"{config.num_prompts} prompts x {config.num_tokens} tokens")
     extras = [f"log {result.log_csv}" if result.log_csv else "",
               f"checkpoint {result.checkpoint}" if result.checkpoint else "",
               f"{len(result.previews)} preview grid(s) in {result.previews[0].parent}" if result.previews else ""]
