@@ -33,12 +33,10 @@ end, atomically), ``FOLDER.ckpt`` (latest checkpoint), ``FOLDER.log.csv`` (losse
 from __future__ import annotations
 
 import csv
-import io
 import logging
 import math
 import os
 import time
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -47,7 +45,6 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dreamdist.atomic import atomic_write_text
 from dreamdist.compat import autocast, grad_scaler
 from dreamdist.distfile import file_sha256, load_distribution
 from dreamdist.distribution import PromptDistribution
@@ -63,6 +60,7 @@ from dreamdist.stop import StopRequest
 from dreamdist.train.checkpoint import image_ids
 from dreamdist.train.model import FrozenModel, resolve_precision
 from dreamdist.train.outcome import TrainingDiverged, TrainingInterrupted
+from dreamdist.train.runlog import noting_warnings, open_step_log
 
 logger = logging.getLogger("dreamdist.train")  # stage 1's logger: ``messages_to`` routes both
 CSV_COLUMNS = ("step", "loss", "diffusion_loss", "prior_loss", "grad_norm", "lr", "elapsed_s")
@@ -119,16 +117,7 @@ class _Log:
     def __init__(self, path: Path | None, start: int, total: int, progress: bool) -> None:
         self.start, self._file, self._csv = start, None, None
         if path is not None:
-            rows: list[list[str]] = []
-            if start and path.is_file():
-                with open(path, newline="") as f:
-                    rows = [r for r in csv.reader(f) if r and r[0].isdigit() and int(r[0]) <= start]
-            text = io.StringIO()
-            writer = csv.writer(text, lineterminator="\n")
-            writer.writerow(CSV_COLUMNS)
-            writer.writerows(rows)
-            atomic_write_text(path, text.getvalue())
-            self._file = open(path, "a", newline="")
+            self._file = open_step_log(path, CSV_COLUMNS, start)
             self._csv = csv.writer(self._file, lineterminator="\n")
         self._bar = tqdm(total=total, initial=start, unit="step", desc="fine-tuning", dynamic_ncols=True,
                          disable=None if progress else True)
@@ -192,7 +181,7 @@ class FinetuneTrainer:
         self.dist = load_distribution(distribution)
         self.distribution_path = Path(distribution).resolve()
         self.distribution_sha256 = file_sha256(distribution)
-        self.image_paths = self._noting_warnings(check_reference_folder, images_dir)
+        self.image_paths = noting_warnings(self.warnings, check_reference_folder, images_dir)
         self.images_dir = Path(images_dir).resolve()
         lora_config = _lora_config(cfg) if cfg.method == "lora" else None  # peft missing: one line, early
         if model is not None and not isinstance(model, (str, os.PathLike)):
@@ -208,7 +197,8 @@ class FinetuneTrainer:
         self.resolution = self.model.training_resolution(cfg.resolution)
         saved = self._checked_checkpoint() if resume else None
 
-        self.images = self._noting_warnings(load_reference_images, images_dir, self.resolution, self.image_paths)
+        self.images = noting_warnings(self.warnings, load_reference_images, images_dir, self.resolution,
+                                      self.image_paths)
         began = time.perf_counter()
         pixels = self.images.with_flips() if cfg.flip else self.images.pixels
         self.latent_mean, self.latent_std = self.model.encode_latents(pixels)
@@ -252,15 +242,6 @@ class FinetuneTrainer:
         if not resume and ckpt is not None and ckpt.exists() and not overwrite:
             raise InputError(f"{ckpt}: a checkpoint of an earlier run exists; pass --resume to continue it, or "
                              "--force to start over")
-
-    def _noting_warnings(self, fn: Callable[..., Any], *args: Any) -> Any:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            value = fn(*args)
-        for w in caught:
-            self.warnings.append(str(w.message))
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        return value
 
     def _resume_settings(self) -> dict[str, Any]:
         settings = self.config.values(METHOD)

@@ -28,29 +28,42 @@ CSV_COLUMNS = ("step", "loss", "diffusion_loss", "ortho_loss", "grad_norm", "lr"
 LOGGER_NAME = "dreamdist.train"
 
 
+def open_step_log(path: Path, columns: tuple[str, ...], start: int) -> io.TextIOBase:
+    """The per-step CSV, opened for appending: on resume (``start`` > 0) it keeps only the rows up to
+    the checkpoint, so a resumed run's log reads like one uninterrupted run."""
+    rows: list[list[str]] = []
+    if start and path.is_file():
+        with open(path, newline="") as f:
+            rows = [row for row in csv.reader(f) if row and row[0].isdigit() and int(row[0]) <= start]
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(columns)
+    writer.writerows(rows)
+    atomic_write_text(path, text.getvalue())
+    return open(path, "a", newline="")
+
+
+def noting_warnings(notes: list[str], fn: Callable[..., Any], *args: Any) -> Any:
+    """Call ``fn``, passing its warnings on and noting their text in ``notes`` (for the run's result)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = fn(*args)
+    for w in caught:
+        notes.append(str(w.message))
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return value
+
+
 class RunLog:
     """The CSV log (one row per step, flushed) and the progress bar of one run."""
 
     def __init__(self, path: Path | None, start: int, total: int, progress: bool) -> None:
         self.start = start
         self._smooth: float | None = None
-        self._file = self._open(path, start) if path is not None else None
+        self._file = open_step_log(path, CSV_COLUMNS, start) if path is not None else None
         self._csv = csv.writer(self._file, lineterminator="\n") if self._file is not None else None
         self._bar = tqdm(total=total, initial=start, unit="step", desc="training", dynamic_ncols=True,
                          disable=None if progress else True)
-
-    @staticmethod
-    def _open(path: Path, start: int) -> io.TextIOBase:
-        rows: list[list[str]] = []
-        if start and path.is_file():  # keep the rows up to the checkpoint, drop the rest
-            with open(path, newline="") as f:
-                rows = [row for row in csv.reader(f) if row and row[0].isdigit() and int(row[0]) <= start]
-        text = io.StringIO()
-        writer = csv.writer(text, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        writer.writerows(rows)
-        atomic_write_text(path, text.getvalue())
-        return open(path, "a", newline="")
 
     def record(self, step: int, loss: float, diffusion: float, ortho: float, grad_norm: float, lr: float,
                elapsed_s: float, run_s: float) -> None:

@@ -42,7 +42,6 @@ import logging
 import math
 import os
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -64,7 +63,7 @@ from dreamdist.train.memory import MemoryEstimate, MemoryPlan, ModelConfigs, Wor
 from dreamdist.train.model import VAE_CHUNK, FrozenModel, check_resolution, run_device
 from dreamdist.train.outcome import StepInfo, TrainingDiverged, TrainingInterrupted, TrainResult
 from dreamdist.train.paths import TrainPaths
-from dreamdist.train.runlog import RunLog, render_preview
+from dreamdist.train.runlog import RunLog, noting_warnings, render_preview
 
 logger = logging.getLogger(__name__)
 
@@ -103,7 +102,7 @@ class Trainer:
         self.progress, self.callback, self.hook = progress, callback, hook or NO_HOOK
         self.warnings: list[str] = []
         # list and decode every image once: cheap errors before loading a model
-        self.image_paths = self._noting_warnings(check_reference_folder, images_dir)
+        self.image_paths = noting_warnings(self.warnings, check_reference_folder, images_dir)
         self.template = Template.parse(cfg.template)
         # the model's configs (three small files): the resolution, the images and the memory plan,
         # all before any weight is loaded
@@ -168,7 +167,7 @@ class Trainer:
         SoftPromptEncoder(tokenizer, configs.meta_text_encoder()).layout(self.template, self.config.num_tokens)
 
     def _load_images(self, images_dir: str | os.PathLike, resolution: int) -> ReferenceImages:
-        return self._noting_warnings(load_reference_images, images_dir, resolution, self.image_paths,
+        return noting_warnings(self.warnings, load_reference_images, images_dir, resolution, self.image_paths,
                                      self.config.crop == "random")
 
     def _crop_counts(self, images: ReferenceImages, step: int) -> list[int]:
@@ -226,16 +225,6 @@ class Trainer:
         if cfg.flip:
             start = torch.cat([start, start + int(counts.sum())])
         return mean, std, start, counts
-
-    def _noting_warnings(self, fn: Callable[..., Any], *args: Any) -> Any:
-        """Call ``fn``, passing its warnings on and noting them for the result."""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            value = fn(*args)
-        for w in caught:
-            self.warnings.append(str(w.message))
-            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        return value
 
     def _resume_settings(self) -> dict[str, Any]:
         return resume_settings(self.config, self.resolution, self.template, self.model.dtype)
