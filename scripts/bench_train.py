@@ -79,6 +79,15 @@ class PhaseTimer:
         self._last = now
 
 
+def bench_inputs(work: Path, model_kind: str) -> tuple[Path, Path]:
+    """(the model folder, the reference-image folder) a timed run trains on, written under ``work``."""
+    if model_kind == "tiny":
+        from dreamdist.tiny_model import make_tiny_model
+
+        return make_tiny_model(work / "model", prediction_type="v_prediction"), draw_images(work / "images")
+    return make_medium_model(work / "model"), draw_images(work / "images")
+
+
 def make_medium_model(path: Path) -> Path:
     """A medium random-weight SD-2-architecture pipeline (same classes as dreamdist.tiny_model)."""
     import torch
@@ -139,13 +148,7 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
         torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix=f"bench-train-{model_kind}-"))
     try:
-        if model_kind == "tiny":
-            from dreamdist.tiny_model import make_tiny_model
-
-            model = make_tiny_model(work / "model", prediction_type="v_prediction")
-        else:
-            model = make_medium_model(work / "model")
-        images = draw_images(work / "images")
+        model, images = bench_inputs(work, model_kind)
         device, dtype = resolve_precision(args.device, args.precision)
         cuda = device.type == "cuda"
         sync = (lambda: torch.cuda.synchronize(device)) if cuda else (lambda: None)
@@ -274,13 +277,7 @@ def measure_chunk(model_kind: str, chunk: int, args: argparse.Namespace) -> dict
         torch.set_num_threads(args.threads)
     work = Path(tempfile.mkdtemp(prefix=f"bench-chunk-{model_kind}-"))
     try:
-        if model_kind == "tiny":
-            from dreamdist.tiny_model import make_tiny_model
-
-            model = make_tiny_model(work / "model", prediction_type="v_prediction")
-        else:
-            model = make_medium_model(work / "model")
-        images = draw_images(work / "images")
+        model, images = bench_inputs(work, model_kind)
         steps = args.warmup + args.steps
         config = TrainConfig(steps=steps, checkpoint_every=0, precision=args.precision, unet_batch=chunk,
                              gradient_checkpointing=args.gradient_checkpointing)
