@@ -73,3 +73,14 @@ def tiny_distribution_b(tmp_path_factory, tiny_encoder, tiny_model_dir) -> Path:
     """A second, different random distribution for mixing tests."""
     return write_random_distribution(tmp_path_factory.mktemp("dists") / "random_b.safetensors", tiny_encoder,
                                      tiny_model_dir, seed=1)
+
+
+@pytest.fixture(scope="session")
+def two_templates(tmp_path_factory, tiny_encoder, tiny_model_dir) -> tuple[Path, Path]:
+    """Two files trained in different templates (the vectors are random; the template is what differs)."""
+    folder = tmp_path_factory.mktemp("templates")
+    a = write_random_distribution(folder / "photo.safetensors", tiny_encoder, tiny_model_dir, seed=3,
+                                  template="a photo of {}")
+    b = write_random_distribution(folder / "snow.safetensors", tiny_encoder, tiny_model_dir, seed=4,
+                                  template="{} in the snow")
+    return a, b

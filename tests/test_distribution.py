@@ -61,19 +61,6 @@ def test_bad_weights_and_rules_are_refused_when_bound(tiny_distribution, tiny_di
 # --------------------------------------------------------------------------- mixing files of different templates
 
 
-@pytest.fixture(scope="module")
-def two_templates(tmp_path_factory, tiny_encoder, tiny_model_dir):
-    """Two files trained in different templates (the vectors are random; the template is what differs)."""
-    from conftest import write_random_distribution
-
-    folder = tmp_path_factory.mktemp("templates")
-    a = write_random_distribution(folder / "photo.safetensors", tiny_encoder, tiny_model_dir, seed=3,
-                                  template="a photo of {}")
-    b = write_random_distribution(folder / "snow.safetensors", tiny_encoder, tiny_model_dir, seed=4,
-                                  template="{} in the snow")
-    return a, b
-
-
 def _fit_by_hand(path, encoder, template):
     """mu and sigma transcribed independently: encode the file's K prompts, mean / unbiased std (numpy)."""
     from dreamdist.distfile import load_distribution

@@ -295,18 +295,6 @@ def test_png_metadata_round_trip(tmp_path):
 # --------------------------------------------------------------------------- per-file templates and std scales
 
 
-@pytest.fixture(scope="module")
-def two_templates(tmp_path_factory, tiny_encoder, tiny_model_dir):
-    from conftest import write_random_distribution
-
-    folder = tmp_path_factory.mktemp("templates")
-    a = write_random_distribution(folder / "photo.safetensors", tiny_encoder, tiny_model_dir, seed=3,
-                                  template="a photo of {}")
-    b = write_random_distribution(folder / "snow.safetensors", tiny_encoder, tiny_model_dir, seed=4,
-                                  template="{} in the snow")
-    return a, b
-
-
 def test_std_scale_per_file_is_used_recorded_and_regenerates(tmp_path, two_templates, tiny_sampler, tiny_model_dir):
     a, b = two_templates
     sampler, proxy = capturing(tiny_sampler, tiny_model_dir, forward=True)
