@@ -52,19 +52,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "extensions"))
-
-from dreamdist.evaluate.metrics import DEFAULT_K, density_coverage, frechet_distance_of_features  # noqa: E402
-from dreamdist.toy import toy_model_path  # noqa: E402
-from dreamdist.toy.classify import CHROMA_THRESHOLD, MIN_AREA, _largest_component, classify, to_array  # noqa: E402
-from dreamdist.toy.shapes import (  # noqa: E402
-    SHAPES,
+from dreamdist.evaluate.metrics import DEFAULT_K, density_coverage, frechet_distance_of_features
+from dreamdist.toy import toy_model_path
+from dreamdist.toy.classify import MIN_AREA, classify, foreground, shape_ious, to_array
+from dreamdist.toy.shapes import (
     ToySpec,
     caption_for,
     draw,
     random_spec,
     save_reference_set,
-    shape_mask,
 )
 
 MODE_A = ("red", "square")
@@ -122,22 +118,12 @@ def toy_features(images) -> np.ndarray:
     rows = []
     for image in images:
         rgb = to_array(image)[..., :3]
-        mask = _largest_component(rgb.max(axis=-1) - rgb.min(axis=-1) > CHROMA_THRESHOLD)
+        mask = foreground(rgb)
         area = int(mask.sum())
         if area < MIN_AREA:
             rows.append([*rgb.reshape(-1, 3).mean(axis=0), 0.0, 0.0, 0.0, 0.0])
             continue
-        ys, xs = np.nonzero(mask)
-        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
-        h, w = mask.shape
-        gx, gy = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5, indexing="xy")
-        size = float(max(x1 - x0, y1 - y0))
-        sx = (gx - (x0 + x1) / 2) * size / (x1 - x0)
-        sy = (gy - (y0 + y1) / 2) * size / (y1 - y0)
-        ious = []
-        for shape in SHAPES:
-            ideal = shape_mask(shape, size, 0.0, 0.0, sx, sy)
-            ious.append(float((ideal & mask).sum() / max(1, (ideal | mask).sum())))
+        ious = list(shape_ious(mask).values())
         rows.append([*rgb[mask].mean(axis=0), *ious, area / mask.size])
     return np.asarray(rows, dtype=np.float64)
 

@@ -44,8 +44,7 @@ import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "extensions"))
-sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE))  # the sibling script bench_fidelity (scripts are not a package)
 
 from bench_fidelity import MODE_A, MODE_B, diversity, labels_of, write_sets  # noqa: E402
 

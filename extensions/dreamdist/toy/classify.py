@@ -76,22 +76,13 @@ def to_array(image) -> np.ndarray:
     return array.astype(np.float32)
 
 
-def classify(image) -> ToyLabel:
-    """Label one toy image (PIL image or (H, W, 3) array) with its colour and shape."""
-    rgb = to_array(image)[..., :3]
-    chroma = rgb.max(axis=-1) - rgb.min(axis=-1)
-    mask = _largest_component(chroma > CHROMA_THRESHOLD)
-    area = int(mask.sum())
-    if area < MIN_AREA:
-        return ToyLabel("none", "none", 0.0, area)
+def foreground(rgb: np.ndarray) -> np.ndarray:
+    """The shape's pixels: the largest connected region of coloured (non-grey) pixels."""
+    return _largest_component(rgb.max(axis=-1) - rgb.min(axis=-1) > CHROMA_THRESHOLD)
 
-    r, g, b = rgb[mask].mean(axis=0)
-    hue = colorsys.rgb_to_hsv(float(r), float(g), float(b))[0] * 360
-    gaps = {name: _hue_distance(hue, h) for name, h in COLOUR_HUES.items()}
-    colour = min(gaps, key=gaps.get)
-    if gaps[colour] > MAX_HUE_GAP:
-        colour = "other"
 
+def shape_ious(mask: np.ndarray) -> dict[str, float]:
+    """IoU of the foreground ``mask`` with each ideal shape fitted to its bounding box."""
     ys, xs = np.nonzero(mask)
     x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
     h, w = mask.shape
@@ -104,6 +95,25 @@ def classify(image) -> ToyLabel:
     for shape in SHAPES:
         ideal = shape_mask(shape, size, 0.0, 0.0, sx, sy)
         ious[shape] = float((ideal & mask).sum() / max(1, (ideal | mask).sum()))
+    return ious
+
+
+def classify(image) -> ToyLabel:
+    """Label one toy image (PIL image or (H, W, 3) array) with its colour and shape."""
+    rgb = to_array(image)[..., :3]
+    mask = foreground(rgb)
+    area = int(mask.sum())
+    if area < MIN_AREA:
+        return ToyLabel("none", "none", 0.0, area)
+
+    r, g, b = rgb[mask].mean(axis=0)
+    hue = colorsys.rgb_to_hsv(float(r), float(g), float(b))[0] * 360
+    gaps = {name: _hue_distance(hue, h) for name, h in COLOUR_HUES.items()}
+    colour = min(gaps, key=gaps.get)
+    if gaps[colour] > MAX_HUE_GAP:
+        colour = "other"
+
+    ious = shape_ious(mask)
     shape = max(ious, key=ious.get)
     iou = ious[shape]
     if iou < MIN_IOU:
