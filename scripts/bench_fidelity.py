@@ -11,6 +11,9 @@ sets drawn by the toy generator and every sample labelled by the rule-based toy 
 2. gamma 0 / 1 / 2 on the same distribution: mode shares, out-of-set share, pixel diversity.
 3. mixing a red-square-only distribution with a blue-circle-only one, blue weight 0 .. 1 (eq. 7).
 4. text-guided editing: the red-square distribution re-encoded in templates asking for blue.
+5. mixtures (``--components``, beyond the paper): C=2 Gaussians of K prompts each on the two-mode
+   set (with how cleanly the components split the images into the two modes), and on each one-mode
+   set (where a mixture must not lose what one Gaussian gets).
 
 Toy feature space (``toy_features``). FID, CLIP-I and DINO need pretrained encoders (downloads);
 the toy world has none, so the distribution metrics of sections 1-3 use 7 numbers per image that
@@ -182,7 +185,8 @@ def summarise(images, real_features: np.ndarray | None = None) -> dict:
 # --------------------------------------------------------------------------- training
 
 
-def train(pipe, images_dir: Path, out: Path, k: int, args, ortho: bool = True, log=print) -> Path:
+def train(pipe, images_dir: Path, out: Path, k: int, args, ortho: bool = True, log=print,
+          components: int = 1) -> Path:
     from dreamdist.train import TrainConfig, train_distribution
 
     if getattr(args, "reuse", False) and out.is_file():
@@ -190,6 +194,7 @@ def train(pipe, images_dir: Path, out: Path, k: int, args, ortho: bool = True, l
         return out
     config = TrainConfig(
         num_prompts=k,
+        components=components,
         num_tokens=args.tokens,
         samples=args.train_samples,
         ortho_weight=5e-3 if ortho else 0.0,
@@ -207,9 +212,22 @@ def train(pipe, images_dir: Path, out: Path, k: int, args, ortho: bool = True, l
                                     log_csv=False, progress=False, overwrite=True)
     losses = result.diffusion_losses
     tail = float(np.mean(losses[-20:])) if losses else float("nan")
-    log(f"  trained {out.name}: K={k} M={args.tokens}, {args.train_steps} steps in {time.time() - began:.0f}s "
+    log(f"  trained {out.name}: C={components} K={k} M={args.tokens}, {args.train_steps} steps in "
+        f"{time.time() - began:.0f}s "
         f"(last diffusion loss {tail:.4f})")
     return out
+
+
+def split_text(path: Path) -> str:
+    """Each component's weight and its images by mode (the two-mode set's files are named
+    ``NNN_<colour>_<shape>.png`` by the toy generator)."""
+    from dreamdist.distfile import load_distribution
+
+    parts = []
+    for i, comp in enumerate(load_distribution(path).components):
+        modes = collections.Counter(" ".join(Path(name).stem.split("_")[1:3]) for name in comp.images)
+        parts.append(f"component {i} (weight {comp.weight:.2f}): " + ", ".join(f"{n} {m}" for m, n in modes.items()))
+    return "; ".join(parts)
 
 
 # --------------------------------------------------------------------------- main
@@ -239,7 +257,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16, help="images per pipeline call")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--sections", default="1234", help="which experiments to run, e.g. 12 (default: all)")
+    p.add_argument("--components", type=int, default=2, help="C of the mixture rows (section 5)")
+    p.add_argument("--sections", default="12345", help="which experiments to run, e.g. 12 (default: all)")
     p.add_argument("--work-dir", type=Path, default=None, help="keep reference sets and distributions here")
     p.add_argument("--json", type=Path, default=None, help="also write all numbers to this JSON file")
     return p.parse_args(argv)
@@ -325,6 +344,11 @@ def main(argv=None) -> int:
             files["red"] = train(sampler.pipe, sets["red_square"], work / f"red_square_k{k}.safetensors", k, args)
         if "3" in want:
             files["blue"] = train(sampler.pipe, sets["blue_circle"], work / f"blue_circle_k{k}.safetensors", k, args)
+        c = args.components
+        if "5" in want:
+            for name in ("two_mode", "red_square", "blue_circle"):
+                files[f"{name}_c"] = train(sampler.pipe, sets[name], work / f"{name}_c{c}_k{k}.safetensors", k, args,
+                                           components=c)
         rows: list[tuple[str, str, dict]] = []
 
         def run(section: str, setting: str, gaussian, gamma: float = 1.0, images=None) -> None:
@@ -357,6 +381,11 @@ def main(argv=None) -> int:
             run("4 edit", f"red-square dist, {args.template!r} (as trained)", red.gaussian())
             for template in EDIT_TEMPLATES:
                 run("4 edit", f"red-square dist, {template!r}", red.gaussian(template))
+        if "5" in want:
+            print(f"  two-mode components: {split_text(files['two_mode_c'])}", flush=True)
+            for name, label in (("two_mode", "two-mode set"), ("red_square", "red-square set"),
+                                ("blue_circle", "blue-circle set")):
+                run("5 mixture", f"{label}, C={c} K={k}", sampler.distribution([files[f"{name}_c"]]).mixture())
 
     print()
     print("| section | setting | red square | blue circle | out-of-set | both modes | FD | density | coverage "

@@ -50,14 +50,17 @@ def tiny_encoder(tiny_model_dir):
 
 
 def write_random_distribution(path: Path, encoder, model_dir, k: int = 4, m: int = 2, seed: int = 0,
-                              template: str = "{}", scale: float = 1.0) -> Path:
-    """A distribution file with random learned vectors (scale >> init so the K prompts differ)."""
-    from dreamdist.distfile import DistributionFile, Fingerprint, save_distribution
+                              template: str = "{}", scale: float = 1.0, weights: tuple[float, ...] = (1.0,)) -> Path:
+    """A distribution file with random learned vectors (scale >> init so the K prompts differ); with
+    several ``weights``, a mixture of that many components, component c explaining ``c-0.png``, ``c-1.png``."""
+    from dreamdist.distfile import Component, DistributionFile, Fingerprint, save_distribution
 
     g = torch.Generator().manual_seed(seed)
-    ctx = torch.randn(k, m, encoder.token_dim, generator=g) * scale
+    ctx = torch.randn(len(weights) * k, m, encoder.token_dim, generator=g) * scale
+    components = tuple(Component(w, (f"{c}-0.png", f"{c}-1.png")) for c, w in enumerate(weights))
     dist = DistributionFile(ctx=ctx, base_model=str(model_dir), fingerprint=Fingerprint.of(encoder.text_encoder),
-                            template=template, training={"steps": 0}, image_count=0)
+                            template=template, training={"steps": 0}, image_count=0,
+                            components=components)
     return save_distribution(path, dist)
 
 
@@ -73,6 +76,13 @@ def tiny_distribution_b(tmp_path_factory, tiny_encoder, tiny_model_dir) -> Path:
     """A second, different random distribution for mixing tests."""
     return write_random_distribution(tmp_path_factory.mktemp("dists") / "random_b.safetensors", tiny_encoder,
                                      tiny_model_dir, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_mixture(tmp_path_factory, tiny_encoder, tiny_model_dir) -> Path:
+    """A random two-component mixture (weights 0.25 / 0.75), components far apart."""
+    return write_random_distribution(tmp_path_factory.mktemp("dists") / "mixture.safetensors", tiny_encoder,
+                                     tiny_model_dir, seed=5, scale=3.0, weights=(0.25, 0.75))
 
 
 @pytest.fixture(scope="session")

@@ -119,5 +119,5 @@ def test_one_std_scale_for_every_file_equals_gamma_and_counts_are_checked(two_te
     original = tiny_encoder.encode_soft
     monkeypatch.setattr(tiny_encoder, "encode_soft", lambda *x: calls.append(1) or original(*x))
     fresh = PromptDistribution.from_files([a, b], tiny_encoder, std_scale=[1.0, 2.0])
-    fresh.gaussian(), fresh.components(), fresh.gaussian("{}"), fresh.gaussian("{}")
+    fresh.gaussian(), fresh.file_mixtures(), fresh.gaussian("{}"), fresh.gaussian("{}")
     assert len(calls) == 4  # each (file, template) encoded once

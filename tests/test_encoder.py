@@ -84,7 +84,7 @@ def test_template_needs_exactly_one_placeholder(bad):
 
 def test_gradients_reach_only_the_learned_vectors(tiny_encoder):
     prompts = PromptSet(4, 2, tiny_encoder.token_dim, seed=0)
-    gaussian, encoded = prompts.gaussian(tiny_encoder, Template.parse("a photo of {}"))
+    (gaussian,), encoded = prompts.gaussians(tiny_encoder, Template.parse("a photo of {}"), 1)
     from dreamdist.losses import ortho_loss
 
     w = torch.randn(3, *gaussian.shape)

@@ -180,3 +180,9 @@ def test_bad_settings_name_the_flag(world, tmp_path, capsys):
                  "--steps", "0"]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err
     assert not os.listdir(tmp_path)
+
+
+def test_a_mixture_is_refused_before_any_model_loads(world, tiny_mixture, tmp_path):
+    with pytest.raises(InputError, match="a mixture of 2 components .* give a one-component distribution"):
+        finetune(tiny_mixture, world["refs"], tmp_path / "x", _quick(), model=str(world["model"]), device="cpu")
+    assert not (tmp_path / "x").exists()

@@ -237,6 +237,21 @@ def test_configure_builds_view_dependent_embeddings_from_one_draw(ts, make, tiny
     assert torch.allclose(proc.uncond_text_embeddings_vd.cpu(), negative.expand(4, -1, -1), atol=1e-5)
 
 
+def test_a_mixture_gives_each_seed_one_component_for_every_view(ts, make, tiny_encoder, tiny_mixture, tmp_path):
+    from dreamdist.distribution import PromptDistribution
+    from dreamdist.gaussian import standard_normal
+
+    dist = PromptDistribution.from_files([tiny_mixture], tiny_encoder)
+    picks = {seed: dist.mixture().pick(seed) for seed in range(8)}
+    assert set(picks.values()) == {0, 1}
+    for seed in (min(picks, key=lambda s: (picks[s], s)), max(picks, key=lambda s: (picks[s], -s))):
+        proc = make(distribution=str(tiny_mixture), sample_seed=seed, save_dir=str(tmp_path / f"save{seed}"))
+        for template, got in zip(["{}", *VIEW_TEMPLATES], [proc.text_embeddings[0], *proc.text_embeddings_vd]):
+            part = dist.mixture(template).parts[picks[seed]]
+            expected = part.apply(standard_normal(part.shape, seed))
+            assert torch.allclose(got.cpu(), expected, atol=1e-5), (seed, template)
+
+
 def test_get_text_embeddings_cond_first_for_random_views(ts, make):
     proc = make()
     out = proc()
@@ -533,10 +548,12 @@ def test_authors_training_choices_reach_train_config(ts):
     users write them, are the TrainConfig settings the trainer gets."""
     cls = ts.pp.DreamdistPromptProcessor
     cfg = ts.parse_structured(cls.Config, {"train_crop": "center", "train_flip": True, "snr_gamma": 0.0,
-                                           "snr_kind": "authors-code", "train_unet_batch": 2, "ortho_kind": "squared"})
+                                           "snr_kind": "authors-code", "train_unet_batch": 2, "ortho_kind": "squared",
+                                           "train_components": 3, "train_assign_every": 20})
     config = cls._train_config(types.SimpleNamespace(cfg=cfg))
     assert (config.crop, config.flip, config.snr_gamma, config.snr_kind, config.unet_batch, config.ortho_kind) == \
         ("center", True, 0.0, "authors-code", 2, "authors-code")
+    assert (config.components, config.assign_every) == (3, 20)
     defaults = cls._train_config(types.SimpleNamespace(cfg=ts.parse_structured(cls.Config, {})))
     assert (defaults.crop, defaults.flip, defaults.snr_gamma, defaults.unet_batch) == ("random", False, 5.0, "auto")
 

@@ -61,7 +61,8 @@ TRAIN_SETTINGS = {
     "train_samples": "samples", "ortho_weight": "ortho_weight", "ortho_kind": "ortho_kind",
     "snr_gamma": "snr_gamma", "snr_kind": "snr_kind", "learning_rate": "lr", "train_batch_size": "batch_size",
     "train_resolution": "resolution", "train_crop": "crop", "train_flip": "flip", "train_seed": "seed",
-    "precision": "precision", "train_unet_batch": "unet_batch",
+    "precision": "precision", "train_unet_batch": "unet_batch", "train_components": "components",
+    "train_assign_every": "assign_every",
 }
 _TRAIN_DEFAULTS = TrainConfig()
 
@@ -152,6 +153,10 @@ class DreamdistPromptProcessor(PromptProcessor):
         train_crop: str = _TRAIN_DEFAULTS.crop
         train_flip: bool = _TRAIN_DEFAULTS.flip
         train_seed: int = _TRAIN_DEFAULTS.seed
+        # C > 1: a mixture of C Gaussians for reference sets with several modes; each seed (asset)
+        # then comes from one component, picked by weight
+        train_components: int = _TRAIN_DEFAULTS.components
+        train_assign_every: int = _TRAIN_DEFAULTS.assign_every
         # UNet evaluations per pass: "auto" fits them to the GPU memory free when training starts
         # (the guidance model already loaded counts), or a number
         train_unet_batch: Any = _TRAIN_DEFAULTS.unet_batch
@@ -423,6 +428,8 @@ class DreamdistPromptProcessor(PromptProcessor):
                 view_names=[d.name for d in self.directions],
                 base_model=model,
             )
+            mixture = dist.mixture(self.prompt)
+            component = f"component {mixture.pick(cfg.sample_seed)} of {len(mixture)}, " if len(mixture) > 1 else ""
             tensors = (cond.text, cond.text_vd, cond.uncond, cond.uncond_vd)
             cond = ViewConditioning(cond.spec, *(t.detach().clone() for t in tensors))
         finally:
@@ -430,7 +437,7 @@ class DreamdistPromptProcessor(PromptProcessor):
             dist = None  # noqa: F841 - drop the distribution's reference to the encoder too
             _release_memory()
         threestudio.info(
-            f"dreamdist: sample seed {cfg.sample_seed}, gamma {self._gamma():g}, per-file std scales "
+            f"dreamdist: sample seed {cfg.sample_seed}, {component}gamma {self._gamma():g}, per-file std scales "
             f"{self._std_scales() or 1}, template {self.prompt!r}, "
             f"{len(self.prompts_vd)} views, from {', '.join(paths)}"
         )

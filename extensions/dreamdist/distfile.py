@@ -1,10 +1,16 @@
 """The distribution file: learned vectors + metadata in one .safetensors file.
 
-Tensors: ``ctx`` (K, M, d_tok) float32 and ``fingerprint_probe`` (16, d_tok), a few rows of the
-text encoder's token-embedding table. Metadata (all strings, safetensors' own header):
-``format``, ``format_version``, ``base_model``, ``fingerprint`` (JSON: hidden size, vocabulary size,
-sha256 of the fp16-rounded token-embedding table), ``num_prompts``, ``num_tokens``, ``template``,
-``training`` (JSON), ``image_count``, ``created``.
+Tensors: ``ctx`` (C*K, M, d_tok) float32 (component c's K prompts are rows c*K .. c*K+K-1) and
+``fingerprint_probe`` (16, d_tok), a few rows of the text encoder's token-embedding table. Metadata
+(all strings, safetensors' own header): ``format``, ``format_version``, ``base_model``,
+``fingerprint`` (JSON: hidden size, vocabulary size, sha256 of the fp16-rounded token-embedding
+table), ``num_prompts`` (K per component), ``num_tokens``, ``template``, ``training`` (JSON),
+``image_count``, ``created``; version 2 adds ``components`` (JSON: per component its ``weight`` and
+the reference ``images`` it explains).
+
+Versions: a one-component distribution is written as version 1, readable by every dreamdist; a
+mixture (``dreamdist train --components C``, C > 1) as version 2, which a dreamdist older than
+mixtures refuses with "upgrade dreamdist" rather than misreading it as one Gaussian of C*K prompts.
 """
 
 from __future__ import annotations
@@ -23,7 +29,8 @@ from dreamdist.atomic import atomic_path
 from dreamdist.errors import DistributionFileError, FingerprintMismatchError
 
 FORMAT = "dreamdist.distribution"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # the newest this reads
+SINGLE_VERSION = 1  # what one-component files are written as
 PROBE_ROWS = 16
 
 
@@ -62,9 +69,21 @@ class Fingerprint:
         return torch.allclose(self.probe, other.probe, rtol=1e-2, atol=1e-3)
 
 
+@dataclass(frozen=True)
+class Component:
+    """One Gaussian of a mixture: its weight and the reference images (file names) it explains."""
+
+    weight: float
+    images: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"weight": self.weight, "images": list(self.images)}
+
+
 @dataclass
 class DistributionFile:
-    """What a distribution file holds: the K x M learned vectors and how they were made."""
+    """What a distribution file holds: C x K x M learned vectors (C = 1 unless trained as a
+    mixture), the components' weights and how they were made."""
 
     ctx: torch.Tensor
     base_model: str
@@ -74,19 +93,38 @@ class DistributionFile:
     image_count: int = 0
     created: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     path: Path | None = None
+    components: tuple[Component, ...] = (Component(1.0),)
+
+    def __post_init__(self) -> None:
+        c = len(self.components)
+        if c < 1 or self.ctx.shape[0] % c:
+            raise DistributionFileError(f"{self.ctx.shape[0]} learned prompts do not split into {c} components")
+
+    @property
+    def num_components(self) -> int:
+        return len(self.components)
+
+    @property
+    def format_version(self) -> int:
+        return SINGLE_VERSION if self.num_components == 1 else FORMAT_VERSION
+
+    def component_ctx(self) -> list[torch.Tensor]:
+        """Each component's K x M learned vectors."""
+        return list(self.ctx.split(self.num_prompts))
 
     @property
     def num_prompts(self) -> int:
-        return int(self.ctx.shape[0])
+        """K: prompts per component."""
+        return int(self.ctx.shape[0]) // self.num_components
 
     @property
     def num_tokens(self) -> int:
         return int(self.ctx.shape[1])
 
     def metadata(self) -> dict[str, str]:
-        return {
+        meta = {
             "format": FORMAT,
-            "format_version": str(FORMAT_VERSION),
+            "format_version": str(self.format_version),
             "base_model": self.base_model,
             "fingerprint": self.fingerprint.to_json(),
             "num_prompts": str(self.num_prompts),
@@ -96,6 +134,9 @@ class DistributionFile:
             "image_count": str(self.image_count),
             "created": self.created,
         }
+        if self.num_components > 1:
+            meta["components"] = json.dumps([c.to_dict() for c in self.components])
+        return meta
 
     def check_encoder(self, text_encoder, encoder_name: str = "the given text encoder") -> None:
         """Refuse a text encoder other than the one the vectors were trained in."""
@@ -155,6 +196,8 @@ def load_distribution(path: str | os.PathLike) -> DistributionFile:
     try:
         fp = json.loads(meta["fingerprint"])
         fingerprint = Fingerprint(fp["hidden_size"], fp["vocab_size"], fp["sha256"], tensors["fingerprint_probe"])
+        components = tuple(Component(float(c["weight"]), tuple(c.get("images", ())))
+                           for c in json.loads(meta.get("components", '[{"weight": 1.0}]')))
         return DistributionFile(
             ctx=tensors["ctx"],
             base_model=meta["base_model"],
@@ -164,7 +207,10 @@ def load_distribution(path: str | os.PathLike) -> DistributionFile:
             image_count=int(meta.get("image_count", "0")),
             created=meta.get("created", ""),
             path=path,
+            components=components,
         )
+    except DistributionFileError as exc:
+        raise DistributionFileError(f"{path}: {exc}") from None
     except (KeyError, ValueError, TypeError) as exc:
         raise DistributionFileError(f"{path}: damaged metadata ({exc!r})") from None
 

@@ -1,8 +1,10 @@
 """Distribution files bound to a text encoder: the one sampling code path for 2D and 3D.
 
-file(s) + template -> one Gaussian per file, fitted on its K prompts re-encoded in that template (or,
-when none is asked, in the file's own training template) -> each sigma scaled by the file's std scale
--> mixed (eq. 7 or the reference rule) -> samples mu* + gamma * w * sigma*.
+file(s) + template -> one Gaussian per file and component, fitted on the component's K prompts
+re-encoded in that template (or, when none is asked, in the file's own training template) -> each
+sigma scaled by the file's std scale -> mixed across files (eq. 7 or the reference rule; with
+mixtures, one component of each file: ``dreamdist.mixture``) -> a seed picks a component by weight
+(always the one of one-component files) -> samples mu* + gamma * w * sigma*.
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from dreamdist.gaussian import (
     check_mix_rule,
     check_std_scales,
     check_weights,
-    mix,
     standard_normal,
 )
+from dreamdist.mixture import GaussianMixture, mix_mixtures
 from dreamdist.templates import Template
 
 
@@ -54,8 +56,8 @@ class PromptDistribution:
             f.check_encoder(encoder.text_encoder, encoder_name)
         self.files = list(files)
         self.encoder = encoder
-        self._fits: dict[tuple[int, str], FeatureGaussian] = {}  # (file index, template) -> unscaled fit
-        self._cache: dict[str | None, FeatureGaussian] = {}
+        self._fits: dict[tuple[int, str], list[FeatureGaussian]] = {}  # (file, template) -> unscaled fits
+        self._cache: dict[str | None, GaussianMixture] = {}
 
     @classmethod
     def from_files(
@@ -92,33 +94,54 @@ class PromptDistribution:
     def paths(self) -> list[Path | None]:
         return [f.path for f in self.files]
 
+    @property
+    def num_components(self) -> int:
+        """Components of the mixed distribution: the product of the files' component counts."""
+        n = 1
+        for f in self.files:
+            n *= f.num_components
+        return n
+
     @torch.no_grad()
-    def components(self, template: str | Template | None = None) -> list[FeatureGaussian]:
-        """One Gaussian per file, its sigma scaled by the file's std scale: file i's K prompts
-        re-encoded in ``template`` (default: file i's own training template), each fitted once."""
-        parts = []
+    def file_mixtures(self, template: str | Template | None = None) -> list[GaussianMixture]:
+        """Per file, its components' Gaussians with sigma scaled by the file's std scale: each
+        component's K prompts re-encoded in ``template`` (default: the file's own training template),
+        fitted once."""
+        mixtures = []
         for i, (f, text, scale) in enumerate(zip(self.files, self.templates(template), self.std_scales)):
             if (i, text) not in self._fits:
                 ctx = f.ctx.to(self.encoder.device, torch.float32)
                 features = self.encoder.encode_soft(ctx, Template.parse(text)).features.float()
-                self._fits[(i, text)] = FeatureGaussian.fit(features)
-            parts.append(self._fits[(i, text)].scaled(scale) if scale != 1.0 else self._fits[(i, text)])
-        return parts
+                self._fits[(i, text)] = [FeatureGaussian.fit(part) for part in features.split(f.num_prompts)]
+            parts = [g.scaled(scale) if scale != 1.0 else g for g in self._fits[(i, text)]]
+            mixtures.append(GaussianMixture(tuple(parts), tuple(c.weight for c in f.components)))
+        return mixtures
 
-    def gaussian(self, template: str | Template | None = None) -> FeatureGaussian:
-        """The mixed Gaussian for ``template`` (default: each file in its own training template)."""
+    def mixture(self, template: str | Template | None = None) -> GaussianMixture:
+        """The distribution for ``template`` (default: each file in its own training template), as
+        a mixture (one component unless a file was trained with several)."""
         key = str(template) if template is not None else None
         if key not in self._cache:
-            self._cache[key] = mix(list(zip(self.components(template), self.weights)), self.mix_rule)
+            self._cache[key] = mix_mixtures(self.file_mixtures(template), self.weights, self.mix_rule)
         return self._cache[key]
+
+    def gaussian(self, template: str | Template | None = None) -> FeatureGaussian:
+        """The single mixed Gaussian, for what needs one (inspection of one component, the
+        fine-tuning stage); a mixture of several components is refused: use ``mixture``."""
+        mixture = self.mixture(template)
+        if len(mixture) > 1:
+            raise MixError(f"the distribution has {len(mixture)} components (trained with --components); "
+                           "it samples as a mixture, not as one Gaussian")
+        return mixture.parts[0]
 
     def sample(self, seeds: Sequence[int], gamma: float = 1.0, template: str | None = None) -> torch.Tensor:
         """One prompt embedding per seed (n, L, d), float32 on the encoder's device."""
-        return self.gaussian(template).sample_seeds(seeds, gamma)
+        return self.mixture(template).sample_seeds(seeds, gamma)
 
     def sample_views(self, templates: Sequence[str], seed: int, gamma: float = 1.0) -> torch.Tensor:
-        """One instance seen from several views: a single draw w shared by every template, so
-        direction d gets mu_d + gamma * w * sigma_d (len(templates), L, d)."""
-        gaussians = [self.gaussian(t) for t in templates]
+        """One instance seen from several views: one component (picked by the seed, the same for
+        every template) and a single draw w shared by every template, so direction d gets
+        mu_d + gamma * w * sigma_d of that component (len(templates), L, d)."""
+        gaussians = [self.mixture(t).for_seed(seed) for t in templates]
         w = standard_normal(gaussians[0].shape, seed)
         return torch.stack([g.apply(w, gamma) for g in gaussians])

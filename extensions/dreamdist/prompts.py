@@ -30,9 +30,13 @@ class PromptSet(nn.Module):
     def encode(self, encoder: SoftPromptEncoder, template: Template) -> EncodedPrompts:
         return encoder.encode_soft(self.ctx, template)
 
-    def gaussian(self, encoder: SoftPromptEncoder, template: Template) -> tuple[FeatureGaussian, EncodedPrompts]:
-        """The feature-space Gaussian for ``template`` (differentiable in ctx, fitted in float32 even
-        when the encoder runs in half precision) and the encodings it was fitted on (their pooled
-        features feed the orthogonality loss)."""
+    def gaussians(self, encoder: SoftPromptEncoder, template: Template,
+                  components: int) -> tuple[list[FeatureGaussian], EncodedPrompts]:
+        """The feature-space Gaussians for ``template``, one per mixture component, each fitted on
+        its own consecutive block of the prompts (component c: prompts c*K .. c*K+K-1), in float32
+        even when the encoder runs in half precision and differentiable in ctx; and the encodings
+        they were fitted on (their pooled features feed the orthogonality loss)."""
         encoded = self.encode(encoder, template)
-        return FeatureGaussian.fit(encoded.features.float()), encoded
+        features = encoded.features.float()
+        k = self.num_prompts // components
+        return [FeatureGaussian.fit(part) for part in features.split(k)], encoded

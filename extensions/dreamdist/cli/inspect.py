@@ -1,6 +1,7 @@
 """Show what a distribution file holds: metadata, K and M, how much each text position varies
 (sigma per position under the training template), and the vocabulary token nearest to each mean
-learned vector (as the reference code's "interpret")."""
+learned vector (as the reference code's "interpret"); for a mixture (``train --components``), each
+component with its weight and the reference images it explains."""
 
 from __future__ import annotations
 
@@ -34,14 +35,23 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    for key in ("file", "format_version", "base_model", "created", "num_prompts", "num_tokens", "template",
-                "image_count"):
+    for key in ("file", "format_version", "base_model", "created", "num_components", "num_prompts", "num_tokens",
+                "template", "image_count"):
         print(f"{key:>14}: {report[key]}")
     print(f"{'training':>14}: {report['training']}")
     print(f"{'fingerprint':>14}: {report['fingerprint']}")
     if "model_error" in report:
         print(report["model_error"])
-        return 0
+    for comp in report.get("components", [report]):
+        if "component" in comp:
+            print(f"\ncomponent {comp['component']}: weight {comp['weight']:.3f}, {len(comp['images'])} images: "
+                  f"{', '.join(comp['images'])}")
+        if "positions" in comp:
+            _print_component(comp)
+    return 0
+
+
+def _print_component(report: dict) -> None:
     print("\nsigma per position (mean over channels) under the training template:")
     for row in report["positions"]:
         print(f"  {row['position']:>3} {row['token']:<18} sigma {row['sigma_mean']:.4f}  |mu| {row['mu_norm']:.3f}")
@@ -50,4 +60,3 @@ def run(args: argparse.Namespace) -> int:
     for row in report["nearest_tokens"]:
         pairs = ", ".join(f"{t!r} {c:.2f}" for t, c in row["tokens"])
         print(f"  vector {row['index']}: {pairs}")
-    return 0

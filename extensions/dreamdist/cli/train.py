@@ -41,7 +41,8 @@ from dreamdist.train import (
 )
 
 # TrainConfig's field groups -> --help sections
-GROUPS = {"method": "method (paper defaults)", "template": "prompt template", "images": "images", "run": "run"}
+GROUPS = {"method": "method (paper defaults)", "mixture": "reference sets with several modes (beyond the paper)",
+          "template": "prompt template", "images": "images", "run": "run"}
 FLAGS = flags(TrainConfig)
 
 
@@ -108,7 +109,8 @@ def run(args: argparse.Namespace) -> int:
         except TrainingInterrupted as stop:
             _say(str(stop))
             return 143 if stop.signal_name == "SIGTERM" else 130
-    print_result(result, f"{config.num_prompts} prompts x {config.num_tokens} tokens")
+    mixture = f"{config.components} components x " if config.components > 1 else ""
+    print_result(result, f"{mixture}{config.num_prompts} prompts x {config.num_tokens} tokens")
     extras = [f"log {result.log_csv}" if result.log_csv else "",
               f"checkpoint {result.checkpoint}" if result.checkpoint else "",
               f"{len(result.previews)} preview grid(s) in {result.previews[0].parent}" if result.previews else ""]

@@ -179,6 +179,9 @@ class FinetuneTrainer:
         self.overwrite, self.progress, self.callback = overwrite, progress, callback
         self.warnings: list[str] = []
         self.dist = load_distribution(distribution)
+        if self.dist.num_components > 1:
+            raise InputError(f"{distribution}: a mixture of {self.dist.num_components} components (train "
+                             "--components); finetune conditions on one Gaussian: give a one-component distribution")
         self.distribution_path = Path(distribution).resolve()
         self.distribution_sha256 = file_sha256(distribution)
         self.image_paths = noting_warnings(self.warnings, check_reference_folder, images_dir)

@@ -18,7 +18,8 @@ from typing import Any, Mapping, Sequence
 
 from dreamdist.distfile import DistributionFile, file_sha256, load_distribution
 from dreamdist.errors import InputError
-from dreamdist.gaussian import FeatureGaussian, check_weights, mix, normalised_weights
+from dreamdist.gaussian import check_weights, normalised_weights
+from dreamdist.mixture import GaussianMixture, mix_mixtures
 from dreamdist.runtime import precision_name
 from dreamdist.sampling.render import Sampler, Shot
 from dreamdist.sampling.run_folder import GridSpec, RunFolder, RunResult, resolve_out_dir
@@ -177,7 +178,7 @@ def sample(
     run = _Run.prepare(files, out, name, settings, sampler)
     began = time.perf_counter()
     dist = run.sampler.distribution(run.files, weights, settings.mix_rule, settings.std_scale)
-    gaussian = dist.gaussian(settings.template)  # fitted once per run
+    gaussian = dist.mixture(settings.template)  # fitted once per run
     run.sampler.negative_embeds(settings.negative)
     fit_s = time.perf_counter() - began
 
@@ -189,11 +190,18 @@ def sample(
     return run.write(shots, params, grid, fit_s)
 
 
-def _gamma_rows(gaussian: FeatureGaussian, settings: SampleSettings, title: str) -> tuple[list[Shot], GridSpec]:
+def shot_params(gaussian: GaussianMixture, seed: int, **params: Any) -> dict[str, Any]:
+    """An image's own parameters, with the mixture component its seed drew when there are several."""
+    if len(gaussian) > 1:
+        params["component"] = gaussian.pick(seed)
+    return params
+
+
+def _gamma_rows(gaussian: GaussianMixture, settings: SampleSettings, title: str) -> tuple[list[Shot], GridSpec]:
     """Figure 5: one row per gamma, the same seeds in every row."""
     idx, seeds, gammas = settings.image_indices, settings.seeds, settings.gammas
     shots = [
-        Shot(gaussian, s, g, f"gamma{g:g}-seed{s:06d}.png", r, c, params={"index": i})
+        Shot(gaussian, s, g, f"gamma{g:g}-seed{s:06d}.png", r, c, params=shot_params(gaussian, s, index=i))
         for r, g in enumerate(gammas)
         for c, (i, s) in enumerate(zip(idx, seeds))
     ]
@@ -201,12 +209,13 @@ def _gamma_rows(gaussian: FeatureGaussian, settings: SampleSettings, title: str)
     return shots, GridSpec(len(gammas), len(seeds), rows, cols, title=title)
 
 
-def _contact_sheet(gaussian: FeatureGaussian, settings: SampleSettings) -> tuple[list[Shot], GridSpec]:
+def _contact_sheet(gaussian: GaussianMixture, settings: SampleSettings) -> tuple[list[Shot], GridSpec]:
     """One gamma: a near-square sheet, each image captioned with its seed."""
     seeds, gamma = settings.seeds, settings.gammas[0]
     cols = math.ceil(math.sqrt(len(seeds)))
     shots = [
-        Shot(gaussian, s, gamma, f"seed{s:06d}.png", k // cols, k % cols, f"seed {s}", {"index": i})
+        Shot(gaussian, s, gamma, f"seed{s:06d}.png", k // cols, k % cols, f"seed {s}",
+             shot_params(gaussian, s, index=i))
         for k, (i, s) in enumerate(zip(settings.image_indices, seeds))
     ]
     return shots, GridSpec(math.ceil(len(seeds) / cols), cols)
@@ -251,8 +260,8 @@ def mix_row(
     name_a, name_b = Path(file_a).stem, Path(file_b).stem
     run = _Run.prepare([file_a, file_b], out, f"{name_a}--{name_b}", settings, sampler)
     began = time.perf_counter()
-    ga, gb = run.sampler.distribution(run.files, std_scale=settings.std_scale).components(settings.template)
-    columns = [mix([(ga, 1.0 - t), (gb, t)], settings.mix_rule) for t in ts]
+    pair = run.sampler.distribution(run.files, std_scale=settings.std_scale).file_mixtures(settings.template)
+    columns = [mix_mixtures(pair, [1.0 - t, t], settings.mix_rule) for t in ts]
     run.sampler.negative_embeds(settings.negative)
     fit_s = time.perf_counter() - began
 
@@ -261,7 +270,7 @@ def mix_row(
         for c, (t, g) in enumerate(zip(ts, columns)):
             shots.append(
                 Shot(g, s, gamma, f"mix{c:02d}-seed{s:06d}.png", r, c,
-                     params={"index": i, "weights": [1.0 - t, t], "column": c})
+                     params=shot_params(g, s, index=i, weights=[1.0 - t, t], column=c))
             )
     seeds = settings.seeds
     grid = GridSpec(len(seeds), len(ts), [f"seed {s}" for s in seeds], [f"{1 - t:.2f} / {t:.2f}" for t in ts],

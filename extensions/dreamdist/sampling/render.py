@@ -21,8 +21,9 @@ from dreamdist.distfile import DistributionFile, load_distribution
 from dreamdist.distribution import PromptDistribution
 from dreamdist.encoder import SoftPromptEncoder
 from dreamdist.errors import InputError
-from dreamdist.gaussian import FeatureGaussian, standard_normal
+from dreamdist.gaussian import standard_normal
 from dreamdist.grid import contact_sheet, labelled_grid
+from dreamdist.mixture import Sampleable
 from dreamdist.runtime import encoder_of, load_pipeline, native_resolution, pick_device, resolve_dtype
 from dreamdist.seeds import derived_seed
 
@@ -53,7 +54,7 @@ class Shot:
     file name in a run folder, ``row``/``col``/``caption`` its place in the grid, ``params`` extra
     per-image metadata."""
 
-    gaussian: FeatureGaussian
+    gaussian: Sampleable
     seed: int
     gamma: float = 1.0
     name: str = ""
@@ -265,7 +266,7 @@ class Sampler:
 
     def images(
         self,
-        gaussian: FeatureGaussian,
+        gaussian: Sampleable,
         seeds: Sequence[int],
         gamma: float = 1.0,
         settings: RenderSettings = RenderSettings(),
@@ -278,7 +279,7 @@ class Sampler:
 
 def render_grid(
     pipe_or_model: Any,
-    gaussian: FeatureGaussian,
+    gaussian: Sampleable,
     seeds: Sequence[int],
     gamma: float | Sequence[float] = 1.0,
     steps: int = 25,

@@ -89,6 +89,7 @@ class Checkpoint:
     fingerprint: Fingerprint
     elapsed_s: float
     last_loss: float = math.nan
+    assignment: torch.Tensor | None = None  # (N,) mixture component per image; None with one component
     version: int = CHECKPOINT_VERSION  # of the file it was read from
 
     def save(self, path: Path) -> Path:
@@ -108,6 +109,8 @@ class Checkpoint:
             "elapsed_s": float(self.elapsed_s),
             "last_loss": float(self.last_loss),
         }
+        if self.assignment is not None:
+            state["assignment"] = self.assignment
         return save_state(path, state)
 
     @classmethod
@@ -127,6 +130,7 @@ class Checkpoint:
                 settings=settings, images=json.loads(state["images"]), version=version,
                 fingerprint=Fingerprint(fp["hidden_size"], fp["vocab_size"], fp["sha256"], state["fingerprint_probe"]),
                 elapsed_s=float(state["elapsed_s"]), last_loss=float(state.get("last_loss", math.nan)),
+                assignment=state.get("assignment"),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             raise damaged(path, "damaged training checkpoint") from None

@@ -31,6 +31,7 @@ CROPS = ("random", "center")
 AUTO = "auto"
 
 METHOD, LENGTH, SPEED, OUTPUT = "method", "length", "speed", "output"
+MIXTURE_ONLY = ("assign_every",)  # settings that change nothing with one component: left out of its records
 
 
 def _named(template: str, name: str) -> str:
@@ -103,6 +104,11 @@ class TrainConfig:
     snr_kind: str = _setting("min-snr", METHOD, "method", "min-snr: min(SNR, gamma)/SNR for epsilon, /(SNR+1) for "
                              "v-prediction models (Hang et al.); authors-code: /SNR for both, as the authors' "
                              "train.py", choices=SNR_KINDS)
+    components: int = _setting(1, METHOD, "mixture", "C Gaussians, each its own K prompts, each trained on the "
+                               "reference images it explains best (for sets with several modes; beyond the paper, "
+                               "which is C = 1)", metavar="C")
+    assign_every: int = _setting(100, METHOD, "mixture", "with --components > 1: every N steps, move each image to "
+                                 "the component that denoises it best (EM on the training loss)", metavar="N")
     steps: int = _setting(1500, LENGTH, "method", "optimisation steps (paper: 1500)")
     lr: float = _setting(1e-3, METHOD, "method", "learning rate, constant (paper: 1e-3)")
     batch_size: int = _setting(4, METHOD, "method", "images per step (reference script: 4); the UNet sees "
@@ -149,6 +155,8 @@ class TrainConfig:
                                          "uses 32"), stacklevel=3)
         self._need(self.num_tokens >= 1, "num_tokens", "must be at least 1")
         self._need(self.samples >= 1, "samples", "must be at least 1")
+        self._need(self.components >= 1, "components", "must be at least 1 (1: one Gaussian, the paper's method)")
+        self._need(self.assign_every >= 1, "assign_every", "must be at least 1")
         self._need(self.steps >= 1, "steps", "must be at least 1")
         self._need(self.batch_size >= 1, "batch_size", "must be at least 1")
         self._need(math.isfinite(self.lr) and self.lr > 0, "lr", "must be a positive number")
@@ -186,8 +194,13 @@ class TrainConfig:
         return cls(**{k: v for k, v in data.items() if k in names})
 
     def values(self, *kinds: str) -> dict[str, Any]:
-        """The settings of the given kinds (``METHOD``, ``LENGTH``, ``SPEED``, ``OUTPUT``), by name."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata["kind"] in kinds}
+        """The settings of the given kinds (``METHOD``, ``LENGTH``, ``SPEED``, ``OUTPUT``), by name.
+        With one component the mixture's settings (and ``components`` itself) are left out: they
+        change nothing, so one-component records, checkpoints and cache keys stay those of a
+        dreamdist without mixtures."""
+        skip = ("components", *MIXTURE_ONLY) if self.components == 1 else ()
+        return {f.name: getattr(self, f.name) for f in fields(self)
+                if f.metadata["kind"] in kinds and f.name not in skip}
 
     def result_settings(self) -> dict[str, Any]:
         """What decides the trained distribution (same images, model and these: same result); the

@@ -19,8 +19,8 @@ from typing import Any, Callable, Iterator
 from tqdm.auto import tqdm
 
 from dreamdist.atomic import atomic_write_text
-from dreamdist.gaussian import FeatureGaussian
 from dreamdist.losscurve import plot_loss_curve
+from dreamdist.mixture import Sampleable
 from dreamdist.sampling import render_grid
 from dreamdist.train.outcome import PreviewWarning
 
@@ -96,7 +96,7 @@ class RunLog:
         self.close()
 
 
-def render_preview(pipe: Any, gaussian: FeatureGaussian, path: Path, count: int, steps: int, resolution: int,
+def render_preview(pipe: Any, gaussian: Sampleable, path: Path, count: int, steps: int, resolution: int,
                    step: int) -> Path | None:
     """A grid of ``count`` images (seeds 0..count-1) from the current distribution. A failure warns
     and returns None: a preview must never end a long run."""

@@ -26,6 +26,12 @@ loaded) says one batch does not fit: each chunk's backward stops at a detached c
 conditionings, whose gradients add up over the chunks and then go through the Gaussian and the text
 encoder once, so a chunked step computes the same update. No vision encoder or safety checker is loaded.
 
+Mixtures (``components`` C > 1, beyond the paper). C blocks of K prompts, each its own Gaussian;
+each image conditions the UNet on samples of the component it is assigned to, and the orthogonality
+loss is the mean of the components' own. Assignments start from k-means on the images' latents and
+are revised every ``assign_every`` steps by EM on the denoising loss (``dreamdist.train.components``).
+The file stores each component's weight (its share of the images) and its images.
+
 Reproducibility. Every random draw (batch order, flips, crops, timesteps, noise, latent samples,
 prompt samples w) comes from one CPU ``torch.Generator`` seeded with ``config.seed``; checkpoints hold
 it with the optimizer state, so on CPU an interrupted and resumed run ends bit-identical to an
@@ -48,16 +54,26 @@ from typing import Any, Callable
 import torch
 
 from dreamdist.compat import grad_scaler
-from dreamdist.distfile import DistributionFile, save_distribution
+from dreamdist.distfile import Component, DistributionFile, save_distribution
 from dreamdist.encoder import SoftPromptEncoder
+from dreamdist.errors import InputError
+from dreamdist.gaussian import FeatureGaussian
 from dreamdist.images import ReferenceImages, check_reference_folder, crop_offsets, load_reference_images
 from dreamdist.losses import min_snr_weights, ortho_loss
+from dreamdist.mixture import GaussianMixture
 from dreamdist.prompts import PromptSet
 from dreamdist.seeds import derived_seed
 from dreamdist.stop import StopRequest
 from dreamdist.templates import Template
 from dreamdist.train.checkpoint import Checkpoint, image_ids, resume_settings
-from dreamdist.train.config import OUTPUT, TrainConfig
+from dreamdist.train.components import (
+    ASSIGN_DRAWS,
+    component_weights,
+    keep_every_component,
+    kmeans,
+    pooled_latents,
+)
+from dreamdist.train.config import LENGTH, METHOD, SPEED, TrainConfig
 from dreamdist.train.hooks import NO_HOOK, StepHook
 from dreamdist.train.memory import MemoryEstimate, MemoryPlan, ModelConfigs, Workload, free_memory, plan_memory
 from dreamdist.train.model import VAE_CHUNK, FrozenModel, check_resolution, run_device
@@ -103,6 +119,9 @@ class Trainer:
         self.warnings: list[str] = []
         # list and decode every image once: cheap errors before loading a model
         self.image_paths = noting_warnings(self.warnings, check_reference_folder, images_dir)
+        if cfg.components > len(self.image_paths):
+            raise InputError(f"--components {cfg.components} needs at least {cfg.components} reference images; "
+                             f"{images_dir} has {len(self.image_paths)}")
         self.template = Template.parse(cfg.template)
         # the model's configs (three small files): the resolution, the images and the memory plan,
         # all before any weight is loaded
@@ -130,12 +149,14 @@ class Trainer:
 
         # the learned state: fresh, then as the checkpoint left it
         device, token_dim = self.model.device, self.model.encoder.token_dim
-        self.prompts = PromptSet(cfg.num_prompts, cfg.num_tokens, token_dim, seed=cfg.seed).to(device)
+        prompts = cfg.components * cfg.num_prompts
+        self.prompts = PromptSet(prompts, cfg.num_tokens, token_dim, seed=cfg.seed).to(device)
         self.optimizer = torch.optim.AdamW(self.prompts.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.scaler = grad_scaler(device.type) if self.model.dtype == torch.float16 else None  # fp16 loss scaling
         self.generator = torch.Generator(device="cpu").manual_seed(derived_seed(cfg.seed, "train"))
         self.queue = torch.zeros(0, dtype=torch.long)  # image indices left in this epoch
         self.steps_done, self.elapsed_s, self.last_loss, self.checkpoint_step = 0, 0.0, math.nan, 0
+        self.assignment: torch.Tensor | None = None  # (N,) component per image; None with one component
         if saved is not None:
             self._restore(saved)
 
@@ -148,6 +169,8 @@ class Trainer:
         self.snr_weights = min_snr_weights(  # per timestep; all 1 when snr_gamma is 0
             scheduler.alphas_cumprod, torch.arange(scheduler.config.num_train_timesteps), cfg.snr_gamma,
             self.model.prediction_type, cfg.snr_kind).to(self.model.device)
+        if cfg.components > 1 and self.assignment is None:
+            self.assignment = self._initial_assignment()
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -186,8 +209,8 @@ class Trainer:
         if configs is not None and images is not None:
             try:
                 entries = sum(self._crop_counts(images, configs.vae_scale)) * (2 if cfg.flip else 1)
-                work = Workload(cfg.num_prompts, cfg.num_tokens, cfg.batch_size, cfg.samples, images.resolution,
-                                dtype, dev.type, entries, VAE_CHUNK)
+                work = Workload(cfg.components * cfg.num_prompts, cfg.num_tokens, cfg.batch_size, cfg.samples,
+                                images.resolution, dtype, dev.type, entries, VAE_CHUNK)
                 estimate = self.memory_estimate = MemoryEstimate.of(configs, work)
             except Exception as exc:  # noqa: BLE001 - an estimate must never stop a run
                 note = f"dry run failed: {type(exc).__name__}: {exc}".splitlines()[0]
@@ -244,6 +267,7 @@ class Trainer:
             self.scaler.load_state_dict(saved.scaler)
         self.generator.set_state(saved.generator)
         self.queue = saved.queue
+        self.assignment = saved.assignment
         self.steps_done = self.checkpoint_step = saved.step
         self.elapsed_s, self.last_loss = saved.elapsed_s, saved.last_loss
         logger.info(f"resuming from {self.paths.checkpoint} at step {saved.step}/{self.config.steps}")
@@ -257,6 +281,12 @@ class Trainer:
         while self.queue.numel() < b:  # epochs: each image once per pass, in a fresh random order
             self.queue = torch.cat([self.queue, torch.randperm(len(self.images), generator=g)])
         image, self.queue = self.queue[:b], self.queue[b:]
+        return {"image": image, **self._draw_inputs(image, cfg.samples, g)}
+
+    def _draw_inputs(self, image: torch.Tensor, samples: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """For each of ``image`` (indices): its latent cache entry (flip and crop position), a
+        timestep, noise, a latent draw and ``samples`` prompt draws w, from ``g`` in a fixed order."""
+        cfg, b = self.config, len(image)
         index = image
         if cfg.flip:
             index = index + len(self.images) * torch.randint(0, 2, (b,), generator=g)
@@ -270,8 +300,24 @@ class Trainer:
             "timesteps": torch.randint(0, self.model.noise_scheduler.config.num_train_timesteps, (b,), generator=g),
             "noise": torch.randn((b, c, h, w), generator=g),
             "latent_eps": torch.randn((b, c, h, w), generator=g),
-            "w": torch.randn((b, cfg.samples, seq, dim), generator=g),
+            "w": torch.randn((b, samples, seq, dim), generator=g),
         }
+
+    def _noised(self, draws: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(noisy latents, the UNet's target, timesteps) of ``draws``, on the device."""
+        model, dev = self.model, self.model.device
+        index = draws["index"].to(dev)
+        latents = model.scaled_latents(self.latent_mean[index], self.latent_std[index],
+                                       draws["latent_eps"].to(dev, non_blocking=True))
+        noise = draws["noise"].to(dev, non_blocking=True)
+        timesteps = draws["timesteps"].to(dev)
+        noisy = model.noise_scheduler.add_noise(latents, noise, timesteps)
+        return noisy, model.target(latents, noise, timesteps).float(), timesteps
+
+    def _component_gaussians(self) -> tuple[list[FeatureGaussian], Any]:
+        """Each component's Gaussian (differentiable in ctx) and the prompts' encodings."""
+        with self.model.autocast():
+            return self.prompts.gaussians(self.model.encoder, self.template, self.config.components)
 
     def step(self, draws: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Forward + backward of one step (no optimizer update). Returns detached (loss, diffusion loss,
@@ -280,22 +326,23 @@ class Trainer:
         b, s = cfg.batch_size, cfg.samples
         hook.begin_step(self.steps_done)
 
-        # text encoder: K prompts -> Gaussian -> B x S reparameterised samples (graph back to ctx)
-        with model.autocast():
-            gaussian, encoded = self.prompts.gaussian(model.encoder, self.template)
-        cond = gaussian.apply(draws["w"].to(dev, non_blocking=True))  # (B, S, L, d) float32
-        ortho = ortho_loss(encoded.pooled, cfg.ortho_kind)
+        # text encoder: C x K prompts -> a Gaussian per component -> B x S reparameterised samples,
+        # image b's from its component (graph back to ctx)
+        gaussians, encoded = self._component_gaussians()
+        w = draws["w"].to(dev, non_blocking=True)
+        if len(gaussians) == 1:
+            cond = gaussians[0].apply(w)  # (B, S, L, d) float32
+        else:
+            own = self.assignment[draws["image"]].to(dev)
+            cond = FeatureGaussian(torch.stack([g.mu for g in gaussians])[own, None],
+                                   torch.stack([g.sigma for g in gaussians])[own, None]).apply(w)
+        ortho = torch.stack([ortho_loss(p, cfg.ortho_kind) for p in encoded.pooled.split(cfg.num_prompts)]).mean()
         hook.end_phase("text_fwd")
 
         # UNet: the B x S evaluations, the S samples of image b on its noisy latent, in chunks of
         # the memory plan's size; each chunk's backward adds its share to the samples' gradient
-        index = draws["index"].to(dev)
-        latents = model.scaled_latents(self.latent_mean[index], self.latent_std[index],
-                                       draws["latent_eps"].to(dev, non_blocking=True))
-        noise = draws["noise"].to(dev, non_blocking=True)
-        timesteps = draws["timesteps"].to(dev)
-        noisy = model.noise_scheduler.add_noise(latents, noise, timesteps)
-        target = model.target(latents, noise, timesteps).float().repeat_interleave(s, dim=0)
+        noisy, target, timesteps = self._noised(draws)
+        target = target.repeat_interleave(s, dim=0)
         # each evaluation's share of the loss: the mean over B x S, Min-SNR weighted by its timestep
         share = (self.snr_weights[timesteps] / (b * s)).repeat_interleave(s)
         cond_leaf = cond.detach().reshape(b * s, *cond.shape[2:]).requires_grad_(True)
@@ -354,6 +401,54 @@ class Trainer:
         self.last_loss = loss_v
         return loss_v, diff_v, ortho_v, norm_v
 
+    # ---- mixtures: which images each component explains
+
+    def _initial_assignment(self) -> torch.Tensor:
+        """k-means on each image's latent (its middle crop position, unflipped)."""
+        middle = self.crop_start[: len(self.images)] + self.crop_count // 2
+        g = torch.Generator(device="cpu").manual_seed(derived_seed(self.config.seed, "components"))
+        assignment = kmeans(pooled_latents(self.latent_mean[middle.to(self.latent_mean.device)]),
+                            self.config.components, g)
+        logger.info(f"components start with {self._sizes(assignment)} images (k-means on their latents)")
+        return assignment
+
+    @staticmethod
+    def _sizes(assignment: torch.Tensor) -> str:
+        return " / ".join(str(int(n)) for n in torch.bincount(assignment, minlength=int(assignment.max()) + 1))
+
+    @torch.no_grad()
+    def denoising_costs(self) -> torch.Tensor:
+        """(N, C): each image's Min-SNR-weighted denoising loss under each component, averaged over
+        ``ASSIGN_DRAWS`` draws shared by every component; the draws come from the step's own stream
+        (the same on a resumed run)."""
+        cfg, model, dev = self.config, self.model, self.model.device
+        g = torch.Generator(device="cpu").manual_seed(derived_seed(cfg.seed, f"assign:{self.steps_done}"))
+        n = len(self.images)
+        draws = self._draw_inputs(torch.arange(n).repeat_interleave(ASSIGN_DRAWS), 1, g)
+        noisy, target, timesteps = self._noised(draws)
+        weights = self.snr_weights[timesteps]
+        w = draws["w"][:, 0].to(dev)
+        gaussians, _ = self._component_gaussians()
+        costs = torch.zeros(n * ASSIGN_DRAWS, len(gaussians), device=dev)
+        unet, chunk = model.pipe.unet, self.memory.unet_batch
+        for k, gaussian in enumerate(gaussians):
+            cond = gaussian.apply(w)
+            for start in range(0, len(w), chunk):
+                part = slice(start, start + chunk)
+                with model.autocast():
+                    pred = unet(noisy[part].to(unet.dtype), timesteps[part],
+                                encoder_hidden_states=cond[part].to(unet.dtype)).sample
+                costs[part, k] = (pred.float() - target[part]).square().flatten(1).mean(dim=1) * weights[part]
+        return costs.view(n, ASSIGN_DRAWS, -1).mean(dim=1).cpu()
+
+    def _reassign(self) -> None:
+        """The E step: each image to the component that denoises it best, none left empty."""
+        costs = self.denoising_costs()
+        assignment = keep_every_component(costs, costs.argmin(dim=1))
+        moved = int((assignment != self.assignment).sum())
+        self.assignment = assignment
+        logger.info(f"step {self.steps_done}: components hold {self._sizes(assignment)} images ({moved} moved)")
+
     def _diverged(self, what: str, value: float) -> None:
         if self.checkpoint_step and self.paths.checkpoint is not None:
             kept = f"the last good checkpoint (step {self.checkpoint_step}) is kept at {self.paths.checkpoint}"
@@ -410,6 +505,8 @@ class Trainer:
                 result.diffusion_losses.append(diffusion)
                 result.ortho_losses.append(ortho)
                 log.record(step, loss, diffusion, ortho, norm, cfg.lr, now, now - elapsed0)
+                if cfg.components > 1 and step % cfg.assign_every == 0 and step < cfg.steps:
+                    self._reassign()
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and step < cfg.steps:
                     self._save_checkpoint()
                 if cfg.preview_every and (step % cfg.preview_every == 0 or step == cfg.steps):
@@ -443,22 +540,23 @@ class Trainer:
             optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict() if self.scaler is not None else {},
             generator=self.generator.get_state(), queue=self.queue.clone(), settings=self._resume_settings(),
             images=self.image_ids, fingerprint=self.model.fingerprint, elapsed_s=self.elapsed_s,
-            last_loss=self.last_loss,
+            last_loss=self.last_loss, assignment=self.assignment,
         ).save(path)
         self.checkpoint_step = self.steps_done
         return path
 
     def _preview(self) -> Path | None:
         cfg, step = self.config, self.steps_done
-        with torch.no_grad(), self.model.autocast():
-            gaussian, _ = self.prompts.gaussian(self.model.encoder, self.template)
-        return render_preview(self.model.pipe, gaussian, self.paths.preview_dir / f"step-{step:06d}.png",
+        with torch.no_grad():
+            gaussians, _ = self._component_gaussians()
+        mixture = GaussianMixture(tuple(gaussians), tuple(self._weights()))
+        return render_preview(self.model.pipe, mixture, self.paths.preview_dir / f"step-{step:06d}.png",
                               cfg.preview_count, cfg.preview_steps, self.resolution, step)
 
     def _save_distribution(self) -> Path:
         """The distribution file, with how it was made (settings as resolved, model, precision, time)."""
         cfg, model = self.config, self.model
-        training = {k: v for k, v in cfg.to_dict().items() if k not in cfg.values(OUTPUT)}
+        training = cfg.values(METHOD, LENGTH, SPEED)
         training.update(
             resolution=self.resolution, template=str(self.template), steps_done=self.steps_done,
             prediction_type=model.prediction_type, precision=model.precision, device=model.device.type,
@@ -469,9 +567,19 @@ class Trainer:
         dist = DistributionFile(
             ctx=self.prompts.ctx.detach().to("cpu", torch.float32).clone(), base_model=model.name,
             fingerprint=model.fingerprint, template=str(self.template), training=training,
-            image_count=len(self.images),
+            image_count=len(self.images), components=self._components(),
         )
         return save_distribution(self.paths.out, dist)
+
+    def _weights(self) -> list[float]:
+        return [1.0] if self.assignment is None else component_weights(self.assignment, self.config.components)
+
+    def _components(self) -> tuple[Component, ...]:
+        if self.assignment is None:
+            return (Component(1.0),)
+        owners = self.assignment.tolist()
+        return tuple(Component(w, tuple(p.name for p, a in zip(self.image_paths, owners) if a == c))
+                     for c, w in enumerate(self._weights()))
 
 
 def _model_configs(model: Any) -> tuple[ModelConfigs | None, str]:
