@@ -4,16 +4,17 @@ and how they vary? Run on the shipped toy model (``extensions/dreamdist/toy/mode
 sets drawn by the toy generator and every sample labelled by the rule-based toy classifier.
 
 1. two modes: 6 red squares + 6 blue circles. A distribution (K=8, M=2) against a single learned
-   prompt (K=1, no orthogonality loss: textual-inversion-like). Share of each mode, out-of-set share
-   (anything else, unrecognised shapes included), both modes present (each >= 20%), and the paper's
+   prompt (K=1, no orthogonality loss: textual-inversion-like) and a mixture of C=2 distributions.
+   Share of each mode, out-of-set share (anything else, unrecognised shapes included), both modes
+   present (each >= 20%), and the paper's
    Table-1 distribution metrics in a toy feature space (see below): Frechet distance, density and
    coverage (Naeem et al. 2020, k=5), with the real set itself (other seeds) as the reference point.
 2. gamma 0 / 1 / 2 on the same distribution: mode shares, out-of-set share, pixel diversity.
 3. mixing a red-square-only distribution with a blue-circle-only one, blue weight 0 .. 1 (eq. 7).
 4. text-guided editing: the red-square distribution re-encoded in templates asking for blue.
-5. mixtures (``--components``, beyond the paper): C=2 Gaussians of K prompts each on the two-mode
-   set (with how cleanly the components split the images into the two modes), and on each one-mode
-   set (where a mixture must not lose what one Gaussian gets).
+5. mixtures (``--components``, beyond the paper): C=2 Gaussians of K prompts each. On the two-mode
+   set it is a row of section 1 (and the components' split of the images is printed); here, on each
+   one-mode set beside one Gaussian (C=1): a mixture must not lose what one Gaussian gets.
 
 Toy feature space (``toy_features``). FID, CLIP-I and DINO need pretrained encoders (downloads);
 the toy world has none, so the distribution metrics of sections 1-3 use 7 numbers per image that
@@ -187,7 +188,7 @@ def summarise(images, real_features: np.ndarray | None = None) -> dict:
 
 def train(pipe, images_dir: Path, out: Path, k: int, args, ortho: bool = True, log=print,
           components: int = 1) -> Path:
-    from dreamdist.train import TrainConfig, train_distribution
+    from dreamdist.train import TrainConfig, messages_to, train_distribution
 
     if getattr(args, "reuse", False) and out.is_file():
         log(f"  reusing {out} (--reuse: trained earlier, with the settings of that run)")
@@ -206,10 +207,14 @@ def train(pipe, images_dir: Path, out: Path, k: int, args, ortho: bool = True, l
         checkpoint_every=0,
     )
     began = time.time()
-    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings():
+    said: list[str] = []
+    with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings(), messages_to(said.append):
         warnings.simplefilter("ignore")  # K = 1 warns that it learns a single prompt: that is the point here
         result = train_distribution(images_dir, pipe, out, config, device="cpu", checkpoint=False,
                                     log_csv=False, progress=False, overwrite=True)
+    for line in said:
+        if "components" in line:  # the mixture's k-means start and E steps
+            log(f"    {line}")
     losses = result.diffusion_losses
     tail = float(np.mean(losses[-20:])) if losses else float("nan")
     log(f"  trained {out.name}: C={components} K={k} M={args.tokens}, {args.train_steps} steps in "
@@ -344,11 +349,14 @@ def main(argv=None) -> int:
             files["red"] = train(sampler.pipe, sets["red_square"], work / f"red_square_k{k}.safetensors", k, args)
         if "3" in want:
             files["blue"] = train(sampler.pipe, sets["blue_circle"], work / f"blue_circle_k{k}.safetensors", k, args)
+        if "5" in want and "red" not in files:
+            files["red"] = train(sampler.pipe, sets["red_square"], work / f"red_square_k{k}.safetensors", k, args)
+        if "5" in want and "blue" not in files:
+            files["blue"] = train(sampler.pipe, sets["blue_circle"], work / f"blue_circle_k{k}.safetensors", k, args)
         c = args.components
-        if "5" in want:
-            for name in ("two_mode", "red_square", "blue_circle"):
-                files[f"{name}_c"] = train(sampler.pipe, sets[name], work / f"{name}_c{c}_k{k}.safetensors", k, args,
-                                           components=c)
+        for name in ("two_mode",) * ("1" in want) + ("red_square", "blue_circle") * ("5" in want):
+            files[f"{name}_c"] = train(sampler.pipe, sets[name], work / f"{name}_c{c}_k{k}.safetensors", k, args,
+                                       components=c)
         rows: list[tuple[str, str, dict]] = []
 
         def run(section: str, setting: str, gaussian, gamma: float = 1.0, images=None) -> None:
@@ -364,6 +372,8 @@ def main(argv=None) -> int:
         if "1" in want:
             run("1 two modes", f"distribution K={k}", sampler.distribution([files["dist"]]).gaussian())
             run("1 two modes", "single prompt K=1", sampler.distribution([files["single"]]).gaussian())
+            print(f"  two-mode components: {split_text(files['two_mode_c'])}", flush=True)
+            run("1 two modes", f"mixture C={c}, K={k} each", sampler.distribution([files["two_mode_c"]]).mixture())
             run("1 two modes", f"the K={k} prompts themselves, no Gaussian (diagnostic)", None,
                 images=sample_prompts(files["dist"]))
             run("1 two modes", f"real set again, other seeds ({args.real_set}; what a perfect distribution scores)",
@@ -382,10 +392,11 @@ def main(argv=None) -> int:
             for template in EDIT_TEMPLATES:
                 run("4 edit", f"red-square dist, {template!r}", red.gaussian(template))
         if "5" in want:
-            print(f"  two-mode components: {split_text(files['two_mode_c'])}", flush=True)
-            for name, label in (("two_mode", "two-mode set"), ("red_square", "red-square set"),
-                                ("blue_circle", "blue-circle set")):
-                run("5 mixture", f"{label}, C={c} K={k}", sampler.distribution([files[f"{name}_c"]]).mixture())
+            for name, one, label in (("red_square", "red", "red-square set"),
+                                     ("blue_circle", "blue", "blue-circle set")):
+                run("5 one mode", f"{label}, one Gaussian K={k}", sampler.distribution([files[one]]).gaussian())
+                run("5 one mode", f"{label}, mixture C={c}, K={k} each",
+                    sampler.distribution([files[f"{name}_c"]]).mixture())
 
     print()
     print("| section | setting | red square | blue circle | out-of-set | both modes | FD | density | coverage "

@@ -18,6 +18,17 @@ from dreamdist.quiet import quiet_libraries  # noqa: E402
 quiet_libraries()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread again for every test module, whatever an earlier test (a CLI run, a
+    benchmark helper) set: on a shared two-core machine two threads per process oversubscribe the
+    cores and tiny ops run ~10x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """SD 2.1-base-like tiny model (epsilon prediction)."""

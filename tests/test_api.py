@@ -132,3 +132,19 @@ def test_train_distribution_returns_the_file(tiny_model_dir, tmp_path):
     path = dreamdist.train_distribution(refs, tiny_model_dir, tmp_path / "d.safetensors", steps=2, num_prompts=2,
                                         num_tokens=1, samples=1, batch_size=1, device="cpu", progress=False)
     assert path == tmp_path / "d.safetensors" and load_distribution(path).ctx.shape[:2] == (2, 1)
+
+
+def test_a_mixture_samples_each_seed_from_its_component(pipe, tiny_mixture):
+    dist = dreamdist.load(tiny_mixture)
+    assert (dist.num_components, dist.num_prompts) == (2, 4) and "C=2, K=4" in repr(dist)
+    embeds, _ = dist.prompt_embeds(pipe, n=6, seed=0, gamma=0.5)
+    file = load_distribution(tiny_mixture)
+    encoder = SoftPromptEncoder(pipe.tokenizer, pipe.text_encoder)
+    with torch.no_grad():  # each component's Gaussian computed here from its own K prompts
+        parts = [encoder.encode_soft(ctx, Template.parse("{}")).features for ctx in file.component_ctx()]
+    from dreamdist.mixture import pick_component
+
+    for seed in range(6):
+        feats = parts[pick_component([0.25, 0.75], seed)]
+        expected = feats.mean(0) + 0.5 * standard_normal(feats.shape[1:], seed) * feats.std(0, unbiased=True)
+        torch.testing.assert_close(embeds[seed], expected, rtol=1e-5, atol=1e-6)

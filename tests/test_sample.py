@@ -336,3 +336,18 @@ def test_std_scale_is_not_gamma_sweeps_keep_their_rows_and_mix_scales_each_end(t
                  str(tmp_path / "b"), *STEPS]) == 0
     # the right end of the row is b alone, in its own template, its sigma halved
     assert np.array_equal(pixels(mix_out / "mix01-seed000000.png"), pixels(tmp_path / "b" / "seed000000.png"))
+
+
+def test_mix_with_a_mixture_file_records_each_images_component(tmp_path, tiny_mixture, tiny_distribution):
+    out = tmp_path / "mix"
+    assert main(["mix", str(tiny_mixture), str(tiny_distribution), "--steps-between", "1", "--n", "3",
+                 "--batch-size", "3", "--out", str(out), *STEPS]) == 0
+    from dreamdist.mixture import pick_component
+
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [(e["seed"], e["component"]) for e in manifest["images"]] == \
+        [(s, pick_component([0.25, 0.75], s)) for s in range(3) for _ in range(3)]
+    assert main(["sample", str(tiny_mixture), "--n", "3", "--batch-size", "3", "--out", str(tmp_path / "a"),
+                 *STEPS]) == 0  # the mix's first column is the mixture file alone, seed for seed
+    for s in range(3):
+        assert np.array_equal(pixels(out / f"mix00-seed{s:06d}.png"), pixels(tmp_path / "a" / f"seed{s:06d}.png"))

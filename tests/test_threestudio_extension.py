@@ -38,15 +38,6 @@ THREESTUDIO_RESOLVERS = (
 VIEW_TEMPLATES = ["{}, side view", "{}, front view", "{}, back view", "{}, overhead view"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is ~1000x faster than two on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _purge_threestudio() -> None:
     for name in list(sys.modules):
         if name.split(".")[0] in ("threestudio", EXT_NAME, "extern", "launch"):

@@ -131,14 +131,15 @@ def test_bench_fidelity_runs_on_a_two_step_budget(tmp_path, capsys):
     assert bench.main(["--train-steps", "2", "--samples", "2", "--sample-steps", "2", "--prompts", "2",
                        "--train-samples", "1", "--train-batch", "2", "--json", str(tmp_path / "b.json")]) == 0
     out = capsys.readouterr().out
-    assert "| section | setting |" in out and "single prompt K=1" in out
+    assert "| section | setting |" in out and "single prompt K=1" in out and "mixture C=2, K=2 each" in out
+    assert "two-mode components: component 0 (weight" in out
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
-    assert len(rows) == 4 + 3 + 5 + 1 + len(bench.EDIT_TEMPLATES)
+    assert len(rows) == 5 + 3 + 5 + 1 + len(bench.EDIT_TEMPLATES) + 4
     assert all(0 <= r["red_square"] + r["blue_circle"] <= 1 for r in rows)
     # Table-1 distribution metrics (toy features) on sections 1-3, not on the edits
     assert "| FD | density | coverage |" in out
     for r in rows:
-        if r["section"].startswith("4"):
+        if r["section"][0] in "45":
             assert "density" not in r
         else:
             assert r["density"] >= 0 and 0 <= r["dc_coverage"] <= 1 and r["fd"] >= 0

@@ -59,16 +59,6 @@ def expected_crop_positions(width: int, height: int, resolution: int, step: int)
     return 1 if span <= 0 else min(33, math.ceil(span / step) + 1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these tiny ops gain nothing from two, and on a shared two-core machine
-    two threads per process oversubscribe the cores and run ~10x slower."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     return draw_images(tmp_path_factory.mktemp("refs") / "images")

@@ -24,14 +24,6 @@ SMALL = TrainConfig(num_prompts=2, num_tokens=2, samples=2, batch_size=2, steps=
                     components=2, assign_every=4)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 @pytest.fixture(scope="module")
 def two_modes(tmp_path_factory) -> Path:
     """Three red squares on white and three blue discs on black: two modes nothing could confuse."""

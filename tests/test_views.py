@@ -25,15 +25,6 @@ from dreamdist.views import (
 VIEWS = ["{}, side view", "{}, front view", "{}, back view", "{}, overhead view"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny models: one intra-op thread is ~1000x faster than two on a busy 2-core machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def dist(tiny_distribution, tiny_encoder):
     return PromptDistribution.from_files([tiny_distribution], tiny_encoder)

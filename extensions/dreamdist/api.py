@@ -14,6 +14,7 @@ ControlNet, your own scheduler): the distribution only needs the pipeline's toke
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any, Sequence
@@ -54,11 +55,18 @@ class Distribution:
 
     def __repr__(self) -> str:
         names = ", ".join(str(f.path or "<memory>") for f in self.files)
-        return f"Distribution({names}, K={self.num_prompts}, M={self.num_tokens})"
+        mixture = f"C={self.num_components}, " if self.num_components > 1 else ""
+        return f"Distribution({names}, {mixture}K={self.num_prompts}, M={self.num_tokens})"
 
     @property
     def num_prompts(self) -> int:
-        return int(self.files[0].ctx.shape[0])
+        """K: prompts per component of the (first) distribution."""
+        return self.files[0].num_prompts
+
+    @property
+    def num_components(self) -> int:
+        """Components of the mix: the product of the files' (1 unless trained with ``components``)."""
+        return math.prod(f.num_components for f in self.files)
 
     @property
     def num_tokens(self) -> int:

@@ -9,6 +9,7 @@ mixtures, one component of each file: ``dreamdist.mixture``) -> a seed picks a c
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -97,10 +98,7 @@ class PromptDistribution:
     @property
     def num_components(self) -> int:
         """Components of the mixed distribution: the product of the files' component counts."""
-        n = 1
-        for f in self.files:
-            n *= f.num_components
-        return n
+        return math.prod(f.num_components for f in self.files)
 
     @torch.no_grad()
     def file_mixtures(self, template: str | Template | None = None) -> list[GaussianMixture]:
