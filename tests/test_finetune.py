@@ -182,7 +182,28 @@ def test_bad_settings_name_the_flag(world, tmp_path, capsys):
     assert not os.listdir(tmp_path)
 
 
-def test_a_mixture_is_refused_before_any_model_loads(world, tiny_mixture, tmp_path):
-    with pytest.raises(InputError, match="a mixture of 2 components .* give a one-component distribution"):
-        finetune(tiny_mixture, world["refs"], tmp_path / "x", _quick(), model=str(world["model"]), device="cpu")
-    assert not (tmp_path / "x").exists()
+def test_a_mixture_conditions_each_image_on_its_own_component(world, tmp_path):
+    from dreamdist.distfile import load_distribution
+    from dreamdist.finetune.trainer import FinetuneTrainer
+    from dreamdist.train import TrainConfig, train_distribution
+
+    mixture = tmp_path / "mixture.safetensors"
+    train_distribution(world["refs"], str(world["model"]), mixture,
+                       TrainConfig(num_prompts=3, num_tokens=2, samples=1, steps=2, batch_size=2, components=2),
+                       device="cpu", progress=False, checkpoint=False, log_csv=False)
+    owner = {n: c for c, comp in enumerate(load_distribution(mixture).components) for n in comp.images}
+    trainer = FinetuneTrainer(mixture, world["refs"], tmp_path / "ft", _quick(gamma=0.0), model=str(world["model"]),
+                              device="cpu", progress=False)
+    assert trainer.image_component.tolist() == [owner[p.name] for p in trainer.image_paths]
+    draws = trainer.draw()
+    cond = trainer.conditioning(draws)  # gamma 0: each image's component mean
+    for i, row in zip(draws["index"].tolist(), cond):
+        c = owner[trainer.image_paths[i % len(trainer.image_paths)].name]
+        assert torch.equal(row[0], trainer.gaussian.mu[c]) and not torch.equal(row[0], trainer.gaussian.mu[1 - c])
+    assert trainer.run().out.is_dir()
+    other = tmp_path / "other"
+    other.mkdir()
+    for name, src in zip(("new.png", "new2.png"), sorted(world["refs"].glob("*.png"))):
+        (other / name).write_bytes(src.read_bytes())
+    with pytest.raises(InputError, match="new.png, new2.png: in none of the 2 components"):
+        FinetuneTrainer(mixture, other, tmp_path / "x", _quick(), model=str(world["model"]), device="cpu")

@@ -2,17 +2,19 @@
 prompt distribution.
 
 After stage 1 (``dreamdist train``) the prompt distribution captures what a prompt can express; a
-logo, a face or one particular plushie stays approximate because the model is frozen. Following Zeng,
-Suganuma & Okatani's two-stage recipe (stage 1 learns the prompt, stage 2 freezes it and the text
-encoder and fine-tunes the UNet: 800 steps at lr 5e-6, a checkpoint every 200, no prior loss), this
-trains the UNet while the distribution stays frozen: each step, each of the B images is noised once
-and the UNet is conditioned on S fresh samples c_s = mu + gamma * w_s * sigma of the distribution
-(as in stage 1), so the model learns the look across the whole distribution rather than for one
-prompt. The loss is the mean diffusion loss over the B x S predictions (target per the scheduler's
-``prediction_type``), plus, with DreamBooth's prior preservation, ``prior_weight`` times the loss on
-B class images (drawn once by the base model for ``class_prompt``, see ``prior``) conditioned on the
-class prompt. ``method="lora"`` trains peft LoRA adapters on the attention projections instead of
-every weight, and fuses them into the saved UNet.
+logo, a face or one particular plushie stays approximate because the model is frozen. Following
+Zeng, Suganuma & Okatani's two-stage recipe (stage 1 learns the prompt, stage 2 freezes it and the
+text encoder and fine-tunes the UNet: 800 steps at lr 5e-6, a checkpoint every 200, no prior loss),
+this trains the UNet while the distribution stays frozen: each step, each of the B images is noised
+once and the UNet is conditioned on S fresh samples c_s = mu + gamma * w_s * sigma of the
+distribution (as in stage 1), so the model learns the look across the whole distribution rather than
+for one prompt. A mixture (``train --components``) conditions each image on samples of the component
+that explains it (the file lists each component's images). The loss is the mean diffusion loss over
+the B x S predictions (target per the scheduler's ``prediction_type``), plus, with DreamBooth's
+prior preservation, ``prior_weight`` times the loss on B class images (drawn once by the base model
+for ``class_prompt``, see ``prior``) conditioned on the class prompt. ``method="lora"`` trains peft
+LoRA adapters on the attention projections instead of every weight, and fuses them into the saved
+UNet.
 
 Reused from stage 1: ``FrozenModel`` (loading, scheduler target, VAE latents cached once per image
 and mirror image), reference-image checks and loading, the distribution's Gaussian
@@ -53,6 +55,7 @@ from dreamdist.finetune.checkpoint import FinetuneCheckpoint
 from dreamdist.finetune.config import LORA_TARGETS, METHOD, OUTPUT, FinetuneConfig
 from dreamdist.finetune.output import write_pipeline_folder
 from dreamdist.finetune.prior import class_image_key, class_images, default_class_dir, unet_hash
+from dreamdist.gaussian import FeatureGaussian
 from dreamdist.images import check_reference_folder, load_reference_images
 from dreamdist.runtime import precision_name
 from dreamdist.seeds import derived_seed
@@ -179,13 +182,11 @@ class FinetuneTrainer:
         self.overwrite, self.progress, self.callback = overwrite, progress, callback
         self.warnings: list[str] = []
         self.dist = load_distribution(distribution)
-        if self.dist.num_components > 1:
-            raise InputError(f"{distribution}: a mixture of {self.dist.num_components} components (train "
-                             "--components); finetune conditions on one Gaussian: give a one-component distribution")
         self.distribution_path = Path(distribution).resolve()
         self.distribution_sha256 = file_sha256(distribution)
         self.image_paths = noting_warnings(self.warnings, check_reference_folder, images_dir)
         self.images_dir = Path(images_dir).resolve()
+        self.image_component = self._image_components()  # before any model loads: a mismatch is cheap to say
         lora_config = _lora_config(cfg) if cfg.method == "lora" else None  # peft missing: one line, early
         if model is not None and not isinstance(model, (str, os.PathLike)):
             raise InputError("finetune trains the UNet in place: give a model folder or hub id, not a loaded pipeline")
@@ -195,8 +196,11 @@ class FinetuneTrainer:
         self.dist.check_encoder(self.model.pipe.text_encoder, self.model_name)  # FingerprintMismatchError
         self.template = cfg.template if cfg.template is not None else self.dist.template
         with torch.no_grad():
-            gaussian = PromptDistribution([self.dist], self.model.encoder).gaussian(self.template)
-        self.gaussian = gaussian.detach().to(self.model.device, torch.float32)
+            mixture = PromptDistribution([self.dist], self.model.encoder).mixture(self.template)
+        # the components stacked (C, L, d): image i is conditioned on component image_component[i]
+        self.gaussian = FeatureGaussian(torch.stack([g.mu for g in mixture.parts]),
+                                        torch.stack([g.sigma for g in mixture.parts])).to(self.model.device,
+                                                                                            torch.float32)
         self.resolution = self.model.training_resolution(cfg.resolution)
         saved = self._checked_checkpoint() if resume else None
 
@@ -304,7 +308,7 @@ class FinetuneTrainer:
             "timesteps": torch.randint(0, steps, (b,), generator=g),
             "noise": torch.randn(shape, generator=g),
             "latent_eps": torch.randn(shape, generator=g),
-            "w": torch.randn((b, cfg.samples, *self.gaussian.shape), generator=g),
+            "w": torch.randn((b, cfg.samples, *self.gaussian.shape[1:]), generator=g),
         }
         if cfg.prior_preservation:
             draws.update(
@@ -314,6 +318,27 @@ class FinetuneTrainer:
                 class_eps=torch.randn(shape, generator=g),
             )
         return draws
+
+    def conditioning(self, draws: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(B, S, L, d): the S samples of each image's own component (a one-component file: of its
+        one Gaussian), mu_c + gamma * w * sigma_c."""
+        dev = self.model.device
+        own = self.image_component[draws["index"] % len(self.images)].to(dev)  # a flipped image: its original's
+        return FeatureGaussian(self.gaussian.mu[own, None], self.gaussian.sigma[own, None]).apply(
+            draws["w"].to(dev), self.config.gamma)
+
+    def _image_components(self) -> torch.Tensor:
+        """(N,): the mixture component that explains each reference image, by file name (0 for all with
+        one component). A mixture's images must be among those it was trained on."""
+        if self.dist.num_components == 1:
+            return torch.zeros(len(self.image_paths), dtype=torch.long)
+        owner = {name: c for c, comp in enumerate(self.dist.components) for name in comp.images}
+        unknown = [p.name for p in self.image_paths if p.name not in owner]
+        if unknown:
+            raise InputError(f"{', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}: in none of the "
+                             f"{self.dist.num_components} components of {self.dist.path} (a mixture conditions each "
+                             "image on the component that explains it): fine-tune on the images it was trained on")
+        return torch.tensor([owner[p.name] for p in self.image_paths], dtype=torch.long)
 
     def _noised(self, mean: torch.Tensor, std: torch.Tensor, eps: torch.Tensor, noise: torch.Tensor,
                 timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -329,7 +354,7 @@ class FinetuneTrainer:
         index = draws["index"].to(dev)
         noisy, target = self._noised(self.latent_mean[index], self.latent_std[index], draws["latent_eps"],
                                      draws["noise"], draws["timesteps"])
-        cond = self.gaussian.apply(draws["w"].to(dev), cfg.gamma).reshape(b * s, *self.gaussian.shape)
+        cond = self.conditioning(draws).reshape(b * s, *self.gaussian.shape[1:])
         model_in = noisy.unsqueeze(1).expand(b, s, *noisy.shape[1:]).reshape(b * s, *noisy.shape[1:])
         timesteps = draws["timesteps"].to(dev).repeat_interleave(s)
         if cfg.prior_preservation:  # the class images join the same UNet batch
