@@ -29,6 +29,16 @@ def _one_thread():
     torch.set_num_threads(before)
 
 
+def stop_at(step: int):
+    """A training callback that stops the run like Ctrl-C once ``step`` is done."""
+
+    def callback(info) -> None:
+        if info.step == step:
+            raise KeyboardInterrupt
+
+    return callback
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """SD 2.1-base-like tiny model (epsilon prediction)."""

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import stop_at
 from PIL import Image, ImageDraw
 
 from dreamdist.cli import main
@@ -159,13 +160,9 @@ def test_interrupt_and_resume_is_bit_identical(pipe, images, tmp_path):
     config = replace(SMALL, steps=20, checkpoint_every=7)
     straight = train_distribution(images, pipe, tmp_path / "a" / "d.safetensors", config, progress=False)
 
-    def stop_at_10(info):
-        if info.step == 10:
-            raise KeyboardInterrupt
-
     out = tmp_path / "b" / "d.safetensors"
     with pytest.raises(TrainingInterrupted) as stopped:
-        train_distribution(images, pipe, out, config, progress=False, callback=stop_at_10)
+        train_distribution(images, pipe, out, config, progress=False, callback=stop_at(10))
     assert stopped.value.step == 10 and stopped.value.checkpoint.is_file() and not out.exists()
     with pytest.raises(InputError, match="--resume"):  # an existing checkpoint is never silently discarded
         train_distribution(images, pipe, out, config, progress=False)

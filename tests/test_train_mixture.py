@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import stop_at
 from PIL import Image, ImageDraw
 
 from dreamdist.cli import main
@@ -93,13 +94,9 @@ def test_mixture_resume_is_bit_identical_across_e_steps(pipe, two_modes, tmp_pat
     config = replace(SMALL, steps=10, assign_every=3, checkpoint_every=5)
     straight = train_distribution(two_modes, pipe, tmp_path / "a" / "d.safetensors", config, progress=False)
 
-    def stop_at_5(info):
-        if info.step == 5:
-            raise KeyboardInterrupt
-
     out = tmp_path / "b" / "d.safetensors"
     with pytest.raises(TrainingInterrupted) as stopped:
-        train_distribution(two_modes, pipe, out, config, progress=False, callback=stop_at_5)
+        train_distribution(two_modes, pipe, out, config, progress=False, callback=stop_at(5))
     assert Checkpoint.load(stopped.value.checkpoint).assignment.shape == (6,)
     resumed = train_distribution(two_modes, pipe, out, config, progress=False, resume=True)
     a, b = load_distribution(straight.out), load_distribution(out)
