@@ -35,7 +35,7 @@ def test_picks_follow_the_weights_and_are_seeded():
 def test_one_component_samples_exactly_as_its_gaussian():
     g = _gaussian(0)
     seeds = [0, 5, 123456789]
-    assert torch.equal(GaussianMixture.of(g).sample_seeds(seeds, 0.7), g.sample_seeds(seeds, 0.7))
+    assert torch.equal(GaussianMixture((g,), (1.0,)).sample_seeds(seeds, 0.7), g.sample_seeds(seeds, 0.7))
 
 
 def test_a_seed_draws_its_component_then_the_usual_sample():
@@ -53,7 +53,7 @@ def test_a_seed_draws_its_component_then_the_usual_sample():
 def test_mixing_mixtures_is_eq7_over_one_component_per_file():
     a0, a1, b0 = _gaussian(3), _gaussian(4), _gaussian(5)
     ma = GaussianMixture((a0, a1), (0.4, 0.6))
-    mb = GaussianMixture.of(b0)
+    mb = GaussianMixture((b0,), (1.0,))
     mixed = mix_mixtures([ma, mb], [0.3, 0.7], "reference")
     assert len(mixed) == 2 and mixed.weights == pytest.approx((0.4, 0.6))
     for part, a in zip(mixed.parts, (a0, a1)):

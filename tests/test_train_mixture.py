@@ -17,7 +17,7 @@ from dreamdist.distfile import load_distribution
 from dreamdist.errors import InputError
 from dreamdist.train import TrainConfig, TrainingInterrupted, train_distribution
 from dreamdist.train.checkpoint import Checkpoint
-from dreamdist.train.components import component_weights, keep_every_component, kmeans
+from dreamdist.train.components import Assignment, keep_every_component, kmeans
 from dreamdist.train.config import METHOD
 from dreamdist.train.trainer import Trainer
 
@@ -56,7 +56,8 @@ def test_kmeans_and_no_empty_component():
     assert keep_every_component(cost, torch.tensor([0, 0, 1, 0])).tolist() == [0, 2, 1, 0]
     # a component's only image is never taken from it
     assert keep_every_component(cost, torch.tensor([0, 1, 1, 1])).tolist()[0] == 0
-    assert component_weights(torch.tensor([0, 0, 1, 0]), 3) == [0.75, 0.25, 0.0]
+    assert Assignment(torch.tensor([0, 0, 1, 0]), 3).weights == [0.75, 0.25, 0.0]
+    assert Assignment(torch.tensor([0, 0, 1, 0]), 3).sizes() == "3 / 1 / 0"
 
 
 def test_mixture_trains_one_gaussian_per_component_and_writes_version_2(pipe, two_modes, tmp_path):
@@ -84,10 +85,10 @@ def test_e_step_moves_each_image_to_its_lowest_cost(pipe, two_modes, tmp_path, m
     rigged = torch.tensor([[0.1, 0.2]] * 5 + [[0.3, 0.2]])
     monkeypatch.setattr(trainer, "denoising_costs", lambda: rigged)
     trainer._reassign()
-    assert trainer.assignment.tolist() == [0, 0, 0, 0, 0, 1]
+    assert trainer.assignment.owners.tolist() == [0, 0, 0, 0, 0, 1]
     monkeypatch.setattr(trainer, "denoising_costs", lambda: torch.tensor([[0.1, 0.2]] * 6))
     trainer._reassign()  # all prefer component 0: component 1 keeps the image that loses least
-    assert sorted(trainer.assignment.tolist()) == [0, 0, 0, 0, 0, 1]
+    assert sorted(trainer.assignment.owners.tolist()) == [0, 0, 0, 0, 0, 1]
 
 
 def test_mixture_resume_is_bit_identical_across_e_steps(pipe, two_modes, tmp_path):

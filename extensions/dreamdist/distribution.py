@@ -9,7 +9,6 @@ mixtures, one component of each file: ``dreamdist.mixture``) -> a seed picks a c
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Sequence
@@ -95,11 +94,6 @@ class PromptDistribution:
     def paths(self) -> list[Path | None]:
         return [f.path for f in self.files]
 
-    @property
-    def num_components(self) -> int:
-        """Components of the mixed distribution: the product of the files' component counts."""
-        return math.prod(f.num_components for f in self.files)
-
     @torch.no_grad()
     def file_mixtures(self, template: str | Template | None = None) -> list[GaussianMixture]:
         """Per file, its components' Gaussians with sigma scaled by the file's std scale: each
@@ -124,8 +118,8 @@ class PromptDistribution:
         return self._cache[key]
 
     def gaussian(self, template: str | Template | None = None) -> FeatureGaussian:
-        """The single mixed Gaussian, for what needs one (inspection of one component, the
-        fine-tuning stage); a mixture of several components is refused: use ``mixture``."""
+        """The single mixed Gaussian, for what needs one (its mu and sigma); a mixture of several
+        components is refused: use ``mixture``."""
         mixture = self.mixture(template)
         if len(mixture) > 1:
             raise MixError(f"the distribution has {len(mixture)} components (trained with --components); "

@@ -41,6 +41,16 @@ class FeatureGaussian:
         sigma = features.std(dim=0, correction=1) if k > 1 else torch.zeros_like(features[0])
         return cls(features.mean(dim=0), sigma)
 
+    @classmethod
+    def stacked(cls, parts: Sequence["FeatureGaussian"]) -> "FeatureGaussian":
+        """Several Gaussians of one shape (L, d) as one of shape (C, L, d), for ``select``."""
+        return cls(torch.stack([g.mu for g in parts]), torch.stack([g.sigma for g in parts]))
+
+    def select(self, index: torch.Tensor) -> "FeatureGaussian":
+        """Of a stack (C, L, d): entry ``index[b]`` for each b, shaped (B, 1, L, d) so that ``apply``
+        on draws (B, S, L, d) gives each b its S samples of its own Gaussian (a mixture component)."""
+        return FeatureGaussian(self.mu[index, None], self.sigma[index, None])
+
     @property
     def shape(self) -> torch.Size:
         return self.mu.shape

@@ -18,11 +18,10 @@ def file_summary(dist: DistributionFile) -> dict[str, Any]:
     """The file's metadata, counts as numbers (the file stores every value as text: safetensors
     metadata is str -> str)."""
     meta = dist.metadata()
-    meta.pop("components", None)  # the JSON text, given parsed below
-    components = {"components": [{"component": i, **c.to_dict()} for i, c in enumerate(dist.components)]}
+    if "components" in meta:  # the JSON text, given parsed
+        meta["components"] = [{"component": i, **c.to_dict()} for i, c in enumerate(dist.components)]
     return {
         **meta,
-        **(components if dist.num_components > 1 else {}),
         "format_version": int(meta["format_version"]),
         "num_prompts": dist.num_prompts,
         "num_components": dist.num_components,

@@ -57,10 +57,6 @@ class GaussianMixture:
             raise MixError(f"mixture components differ in shape: {sorted(shapes)}")
         object.__setattr__(self, "weights", tuple(normalised_weights(check_weights(list(self.weights)))))
 
-    @classmethod
-    def of(cls, gaussian: FeatureGaussian) -> "GaussianMixture":
-        return cls((gaussian,), (1.0,))
-
     def __len__(self) -> int:
         return len(self.parts)
 
@@ -70,9 +66,6 @@ class GaussianMixture:
 
     def detach(self) -> "GaussianMixture":
         return GaussianMixture(tuple(g.detach() for g in self.parts), self.weights)
-
-    def to(self, *args, **kwargs) -> "GaussianMixture":
-        return GaussianMixture(tuple(g.to(*args, **kwargs) for g in self.parts), self.weights)
 
     def pick(self, seed: int) -> int:
         """The component seed ``seed`` samples from."""

@@ -198,9 +198,7 @@ class FinetuneTrainer:
         with torch.no_grad():
             mixture = PromptDistribution([self.dist], self.model.encoder).mixture(self.template)
         # the components stacked (C, L, d): image i is conditioned on component image_component[i]
-        self.gaussian = FeatureGaussian(torch.stack([g.mu for g in mixture.parts]),
-                                        torch.stack([g.sigma for g in mixture.parts])).to(self.model.device,
-                                                                                            torch.float32)
+        self.gaussian = FeatureGaussian.stacked(mixture.parts).to(self.model.device, torch.float32)
         self.resolution = self.model.training_resolution(cfg.resolution)
         saved = self._checked_checkpoint() if resume else None
 
@@ -324,8 +322,7 @@ class FinetuneTrainer:
         one Gaussian), mu_c + gamma * w * sigma_c."""
         dev = self.model.device
         own = self.image_component[draws["index"] % len(self.images)].to(dev)  # a flipped image: its original's
-        return FeatureGaussian(self.gaussian.mu[own, None], self.gaussian.sigma[own, None]).apply(
-            draws["w"].to(dev), self.config.gamma)
+        return self.gaussian.select(own).apply(draws["w"].to(dev), self.config.gamma)
 
     def _image_components(self) -> torch.Tensor:
         """(N,): the mixture component that explains each reference image, by file name (0 for all with

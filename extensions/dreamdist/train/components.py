@@ -20,8 +20,14 @@ The weights pi_c are the shares of the images: a sample picks component c with p
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Sequence
+
 import torch
 import torch.nn.functional as F
+
+from dreamdist.distfile import Component
+from dreamdist.seeds import derived_seed
 
 ASSIGN_DRAWS = 8  # draws per image per E step: N x C x 8 UNet forward passes, no backward
 KMEANS_RESTARTS = 8
@@ -82,7 +88,39 @@ def keep_every_component(cost: torch.Tensor, assignment: torch.Tensor) -> torch.
     return assignment
 
 
-def component_weights(assignment: torch.Tensor, c: int) -> list[float]:
-    """pi_c: the share of the reference images component c explains."""
-    counts = torch.bincount(assignment.cpu(), minlength=c).double()
-    return (counts / counts.sum()).tolist()
+@dataclass(frozen=True)
+class Assignment:
+    """Which of ``count`` components each reference image belongs to: ``owners`` (N,), on the CPU."""
+
+    owners: torch.Tensor
+    count: int
+
+    @classmethod
+    def by_kmeans(cls, latent_mean: torch.Tensor, count: int, seed: int) -> "Assignment":
+        """The start: k-means on each image's latent mean (N, c, h, w), from the run's seed."""
+        generator = torch.Generator(device="cpu").manual_seed(derived_seed(seed, "components"))
+        return cls(kmeans(pooled_latents(latent_mean), count, generator), count)
+
+    def reassigned(self, costs: torch.Tensor) -> "Assignment":
+        """The E step: each image to its lowest-cost component (``costs`` (N, C)), none left empty."""
+        return Assignment(keep_every_component(costs, costs.argmin(dim=1)), self.count)
+
+    def moved(self, before: "Assignment") -> int:
+        return int((self.owners != before.owners).sum())
+
+    def sizes(self) -> str:
+        """Images per component, "6 / 6"."""
+        return " / ".join(str(int(n)) for n in torch.bincount(self.owners, minlength=self.count))
+
+    @property
+    def weights(self) -> list[float]:
+        """pi_c: the share of the reference images component c explains."""
+        counts = torch.bincount(self.owners, minlength=self.count).double()
+        return (counts / counts.sum()).tolist()
+
+    def components(self, names: Sequence[str]) -> tuple[Component, ...]:
+        """What the distribution file records: each component's weight and the images (``names``, in
+        the owners' order) it explains."""
+        owners = self.owners.tolist()
+        return tuple(Component(w, tuple(n for n, a in zip(names, owners) if a == c))
+                     for c, w in enumerate(self.weights))

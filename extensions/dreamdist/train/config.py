@@ -31,7 +31,6 @@ CROPS = ("random", "center")
 AUTO = "auto"
 
 METHOD, LENGTH, SPEED, OUTPUT = "method", "length", "speed", "output"
-MIXTURE_ONLY = ("assign_every",)  # settings that change nothing with one component: left out of its records
 
 
 def _named(template: str, name: str) -> str:
@@ -198,7 +197,7 @@ class TrainConfig:
         With one component the mixture's settings (and ``components`` itself) are left out: they
         change nothing, so one-component records, checkpoints and cache keys stay those of a
         dreamdist without mixtures."""
-        skip = ("components", *MIXTURE_ONLY) if self.components == 1 else ()
+        skip = {f.name for f in fields(self) if f.metadata["group"] == "mixture"} if self.components == 1 else set()
         return {f.name: getattr(self, f.name) for f in fields(self)
                 if f.metadata["kind"] in kinds and f.name not in skip}
 

@@ -66,13 +66,7 @@ from dreamdist.seeds import derived_seed
 from dreamdist.stop import StopRequest
 from dreamdist.templates import Template
 from dreamdist.train.checkpoint import Checkpoint, image_ids, resume_settings
-from dreamdist.train.components import (
-    ASSIGN_DRAWS,
-    component_weights,
-    keep_every_component,
-    kmeans,
-    pooled_latents,
-)
+from dreamdist.train.components import ASSIGN_DRAWS, Assignment
 from dreamdist.train.config import LENGTH, METHOD, SPEED, TrainConfig
 from dreamdist.train.hooks import NO_HOOK, StepHook
 from dreamdist.train.memory import MemoryEstimate, MemoryPlan, ModelConfigs, Workload, free_memory, plan_memory
@@ -156,7 +150,7 @@ class Trainer:
         self.generator = torch.Generator(device="cpu").manual_seed(derived_seed(cfg.seed, "train"))
         self.queue = torch.zeros(0, dtype=torch.long)  # image indices left in this epoch
         self.steps_done, self.elapsed_s, self.last_loss, self.checkpoint_step = 0, 0.0, math.nan, 0
-        self.assignment: torch.Tensor | None = None  # (N,) component per image; None with one component
+        self.assignment: Assignment | None = None  # None with one component
         if saved is not None:
             self._restore(saved)
 
@@ -267,7 +261,8 @@ class Trainer:
             self.scaler.load_state_dict(saved.scaler)
         self.generator.set_state(saved.generator)
         self.queue = saved.queue
-        self.assignment = saved.assignment
+        if saved.assignment is not None:
+            self.assignment = Assignment(saved.assignment, self.config.components)
         self.steps_done = self.checkpoint_step = saved.step
         self.elapsed_s, self.last_loss = saved.elapsed_s, saved.last_loss
         logger.info(f"resuming from {self.paths.checkpoint} at step {saved.step}/{self.config.steps}")
@@ -330,12 +325,10 @@ class Trainer:
         # image b's from its component (graph back to ctx)
         gaussians, encoded = self._component_gaussians()
         w = draws["w"].to(dev, non_blocking=True)
-        if len(gaussians) == 1:
+        if len(gaussians) == 1:  # one component: exactly the computation of a dreamdist without mixtures
             cond = gaussians[0].apply(w)  # (B, S, L, d) float32
         else:
-            own = self.assignment[draws["image"]].to(dev)
-            cond = FeatureGaussian(torch.stack([g.mu for g in gaussians])[own, None],
-                                   torch.stack([g.sigma for g in gaussians])[own, None]).apply(w)
+            cond = FeatureGaussian.stacked(gaussians).select(self.assignment.owners[draws["image"]].to(dev)).apply(w)
         ortho = torch.stack([ortho_loss(p, cfg.ortho_kind) for p in encoded.pooled.split(cfg.num_prompts)]).mean()
         hook.end_phase("text_fwd")
 
@@ -403,18 +396,13 @@ class Trainer:
 
     # ---- mixtures: which images each component explains
 
-    def _initial_assignment(self) -> torch.Tensor:
+    def _initial_assignment(self) -> Assignment:
         """k-means on each image's latent (its middle crop position, unflipped)."""
         middle = self.crop_start[: len(self.images)] + self.crop_count // 2
-        g = torch.Generator(device="cpu").manual_seed(derived_seed(self.config.seed, "components"))
-        assignment = kmeans(pooled_latents(self.latent_mean[middle.to(self.latent_mean.device)]),
-                            self.config.components, g)
-        logger.info(f"components start with {self._sizes(assignment)} images (k-means on their latents)")
+        assignment = Assignment.by_kmeans(self.latent_mean[middle.to(self.latent_mean.device)],
+                                          self.config.components, self.config.seed)
+        logger.info(f"components start with {assignment.sizes()} images (k-means on their latents)")
         return assignment
-
-    @staticmethod
-    def _sizes(assignment: torch.Tensor) -> str:
-        return " / ".join(str(int(n)) for n in torch.bincount(assignment, minlength=int(assignment.max()) + 1))
 
     @torch.no_grad()
     def denoising_costs(self) -> torch.Tensor:
@@ -443,11 +431,9 @@ class Trainer:
 
     def _reassign(self) -> None:
         """The E step: each image to the component that denoises it best, none left empty."""
-        costs = self.denoising_costs()
-        assignment = keep_every_component(costs, costs.argmin(dim=1))
-        moved = int((assignment != self.assignment).sum())
-        self.assignment = assignment
-        logger.info(f"step {self.steps_done}: components hold {self._sizes(assignment)} images ({moved} moved)")
+        before, self.assignment = self.assignment, self.assignment.reassigned(self.denoising_costs())
+        logger.info(f"step {self.steps_done}: components hold {self.assignment.sizes()} images "
+                    f"({self.assignment.moved(before)} moved)")
 
     def _diverged(self, what: str, value: float) -> None:
         if self.checkpoint_step and self.paths.checkpoint is not None:
@@ -540,7 +526,7 @@ class Trainer:
             optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict() if self.scaler is not None else {},
             generator=self.generator.get_state(), queue=self.queue.clone(), settings=self._resume_settings(),
             images=self.image_ids, fingerprint=self.model.fingerprint, elapsed_s=self.elapsed_s,
-            last_loss=self.last_loss, assignment=self.assignment,
+            last_loss=self.last_loss, assignment=None if self.assignment is None else self.assignment.owners,
         ).save(path)
         self.checkpoint_step = self.steps_done
         return path
@@ -549,7 +535,8 @@ class Trainer:
         cfg, step = self.config, self.steps_done
         with torch.no_grad():
             gaussians, _ = self._component_gaussians()
-        mixture = GaussianMixture(tuple(gaussians), tuple(self._weights()))
+        weights = [1.0] if self.assignment is None else self.assignment.weights
+        mixture = GaussianMixture(tuple(gaussians), tuple(weights))
         return render_preview(self.model.pipe, mixture, self.paths.preview_dir / f"step-{step:06d}.png",
                               cfg.preview_count, cfg.preview_steps, self.resolution, step)
 
@@ -567,19 +554,11 @@ class Trainer:
         dist = DistributionFile(
             ctx=self.prompts.ctx.detach().to("cpu", torch.float32).clone(), base_model=model.name,
             fingerprint=model.fingerprint, template=str(self.template), training=training,
-            image_count=len(self.images), components=self._components(),
+            image_count=len(self.images),
+            components=(Component(1.0),) if self.assignment is None else
+            self.assignment.components([p.name for p in self.image_paths]),
         )
         return save_distribution(self.paths.out, dist)
-
-    def _weights(self) -> list[float]:
-        return [1.0] if self.assignment is None else component_weights(self.assignment, self.config.components)
-
-    def _components(self) -> tuple[Component, ...]:
-        if self.assignment is None:
-            return (Component(1.0),)
-        owners = self.assignment.tolist()
-        return tuple(Component(w, tuple(p.name for p, a in zip(self.image_paths, owners) if a == c))
-                     for c, w in enumerate(self._weights()))
 
 
 def _model_configs(model: Any) -> tuple[ModelConfigs | None, str]:
