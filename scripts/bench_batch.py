@@ -53,9 +53,24 @@ def run_once(work: Path, slots: int, assets: int, export: bool) -> float:
 
     root = standin_root(work)
     out = work / f"out-{slots}"
-    args = ["batch", "--threestudio", str(root), "--config", str(CONFIG), "--distribution",
-            str(work / "bench.safetensors"), "--seeds", f"0-{assets - 1}", "--gpus",
-            ",".join(str(i) for i in range(slots)), "--out", str(out), "--no-progress", "--retries", "0"]
+    args = [
+        "batch",
+        "--threestudio",
+        str(root),
+        "--config",
+        str(CONFIG),
+        "--distribution",
+        str(work / "bench.safetensors"),
+        "--seeds",
+        f"0-{assets - 1}",
+        "--gpus",
+        ",".join(str(i) for i in range(slots)),
+        "--out",
+        str(out),
+        "--no-progress",
+        "--retries",
+        "0",
+    ]
     if export:
         args.append("--export")
     buf = io.StringIO()
@@ -84,13 +99,34 @@ def kill_latency(work: Path, stage: str, runs: int) -> list[float]:
     out = []
     for i in range(runs):
         log = work / f"kill-{stage}-{i}.jsonl"
-        env = {**os.environ, "STANDIN_LAUNCH_LOG": str(log), "STANDIN_LAUNCH_WORKER": "1",
-               "STANDIN_LAUNCH_SECONDS": "60" if stage == "train" else "0.1",
-               "STANDIN_LAUNCH_TEST_SECONDS": "0.01", "STANDIN_LAUNCH_EXPORT_SECONDS": "60"}
-        args = ["--threestudio", str(root), "--config", str(CONFIG), "--distribution", str(work / "bench.safetensors"),
-                "--seeds", "0", "--out", str(work / f"kill-{stage}-{i}"), "--no-progress", "--export"]
-        runner = subprocess.Popen([sys.executable, "-m", "dreamdist.batch", *args], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        env = {
+            **os.environ,
+            "STANDIN_LAUNCH_LOG": str(log),
+            "STANDIN_LAUNCH_WORKER": "1",
+            "STANDIN_LAUNCH_SECONDS": "60" if stage == "train" else "0.1",
+            "STANDIN_LAUNCH_TEST_SECONDS": "0.01",
+            "STANDIN_LAUNCH_EXPORT_SECONDS": "60",
+        }
+        args = [
+            "--threestudio",
+            str(root),
+            "--config",
+            str(CONFIG),
+            "--distribution",
+            str(work / "bench.safetensors"),
+            "--seeds",
+            "0",
+            "--out",
+            str(work / f"kill-{stage}-{i}"),
+            "--no-progress",
+            "--export",
+        ]
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "dreamdist.batch", *args],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         deadline = time.monotonic() + 120
         rec = None
         while rec is None and time.monotonic() < deadline:
@@ -120,15 +156,22 @@ def main() -> None:
     parser.add_argument("--assets", type=int, default=8, help="assets per slot count")
     parser.add_argument("--slots", default="1,2,4", help="slot counts to measure")
     parser.add_argument("--export", action="store_true", help="also run the export step and the GLB conversion")
-    parser.add_argument("--kill-latency", type=int, default=0, metavar="N",
-                        help="instead: time runner SIGKILL -> launch.py tree gone, N times per stage")
+    parser.add_argument(
+        "--kill-latency",
+        type=int,
+        default=0,
+        metavar="N",
+        help="instead: time runner SIGKILL -> launch.py tree gone, N times per stage",
+    )
     args = parser.parse_args()
     if args.kill_latency:
         with tempfile.TemporaryDirectory(prefix="dreamdist-bench-") as tmp:
             for stage in ("train", "export"):
                 ms = [t * 1000 for t in kill_latency(Path(tmp), stage, args.kill_latency)]
-                print(f"runner SIGKILL during {stage:<6} -> launch.py + worker gone: "
-                      f"median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms over {len(ms)} run(s)")
+                print(
+                    f"runner SIGKILL during {stage:<6} -> launch.py + worker gone: "
+                    f"median {statistics.median(ms):.1f} ms, max {max(ms):.1f} ms over {len(ms)} run(s)"
+                )
         return
     os.environ["STANDIN_LAUNCH_SECONDS"] = str(args.seconds)
     os.environ.setdefault("STANDIN_LAUNCH_EXPORT_SECONDS", "0.1")
@@ -140,8 +183,10 @@ def main() -> None:
             rows.append((slots, wall, args.assets / wall * 60))
             print(f"  {slots} slot(s): {wall:.1f} s", file=sys.stderr, flush=True)
     base = next((rate for slots, _, rate in rows if slots == 1), None)
-    print(f"dreamdist batch, stand-in jobs of {args.seconds:g} s{' + export + GLB' if args.export else ''}, "
-          f"{args.assets} assets per row, {os.cpu_count()} CPU core(s)")
+    print(
+        f"dreamdist batch, stand-in jobs of {args.seconds:g} s{' + export + GLB' if args.export else ''}, "
+        f"{args.assets} assets per row, {os.cpu_count()} CPU core(s)"
+    )
     print(f"{'slots':>5} {'wall s':>8} {'assets/min':>11} {'speed-up':>9} {'efficiency':>11} {'of ideal':>9}")
     for slots, wall, rate in rows:
         ideal_rate = 60 / args.seconds * slots  # zero overhead: every slot sleeping all the time

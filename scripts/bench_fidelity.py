@@ -89,8 +89,10 @@ def write_sets(root: Path, per_mode: int, single_set: int, seed: int) -> dict[st
         "red_square": reference_specs(*MODE_A, single_set, seed + 2),
         "blue_circle": reference_specs(*MODE_B, single_set, seed + 3),
     }
-    return {name: (save_reference_set(root / name, specs, seed=seed + 10 + i), root / name)[1]
-            for i, (name, specs) in enumerate(sets.items())}
+    return {
+        name: (save_reference_set(root / name, specs, seed=seed + 10 + i), root / name)[1]
+        for i, (name, specs) in enumerate(sets.items())
+    }
 
 
 def real_two_mode_images(per_mode: int, seed: int) -> list[np.ndarray]:
@@ -107,8 +109,12 @@ def caption_images(pipe, per_mode: int, steps: int, guidance: float, seed: int, 
     for start in range(0, len(prompts), batch):
         generator = torch.Generator().manual_seed(seed + 1_000 + start)
         with torch.no_grad():
-            images += pipe(prompt=prompts[start:start + batch], num_inference_steps=steps, guidance_scale=guidance,
-                           generator=generator).images
+            images += pipe(
+                prompt=prompts[start : start + batch],
+                num_inference_steps=steps,
+                guidance_scale=guidance,
+                generator=generator,
+            ).images
     return images
 
 
@@ -176,7 +182,8 @@ def summarise(images, real_features: np.ndarray | None = None) -> dict:
         "blue_square": sum(lab == ("blue", "square") for lab in labels) / n,
         "diversity": diversity(images),
         "other_labels": collections.Counter(
-            f"{c} {s}" for c, s in labels if (c, s) not in (MODE_A, MODE_B)).most_common(),
+            f"{c} {s}" for c, s in labels if (c, s) not in (MODE_A, MODE_B)
+        ).most_common(),
     }
     if real_features is not None:
         row.update(distribution_metrics(images, real_features))
@@ -186,8 +193,7 @@ def summarise(images, real_features: np.ndarray | None = None) -> dict:
 # --------------------------------------------------------------------------- training
 
 
-def train(pipe, images_dir: Path, out: Path, k: int, args, ortho: bool = True, log=print,
-          components: int = 1) -> Path:
+def train(pipe, images_dir: Path, out: Path, k: int, args, ortho: bool = True, log=print, components: int = 1) -> Path:
     from dreamdist.train import TrainConfig, messages_to, train_distribution
 
     if getattr(args, "reuse", False) and out.is_file():
@@ -210,16 +216,19 @@ def train(pipe, images_dir: Path, out: Path, k: int, args, ortho: bool = True, l
     said: list[str] = []
     with contextlib.redirect_stderr(io.StringIO()), warnings.catch_warnings(), messages_to(said.append):
         warnings.simplefilter("ignore")  # K = 1 warns that it learns a single prompt: that is the point here
-        result = train_distribution(images_dir, pipe, out, config, device="cpu", checkpoint=False,
-                                    log_csv=False, progress=False, overwrite=True)
+        result = train_distribution(
+            images_dir, pipe, out, config, device="cpu", checkpoint=False, log_csv=False, progress=False, overwrite=True
+        )
     for line in said:
         if "components" in line:  # the mixture's k-means start and E steps
             log(f"    {line}")
     losses = result.diffusion_losses
     tail = float(np.mean(losses[-20:])) if losses else float("nan")
-    log(f"  trained {out.name}: C={components} K={k} M={args.tokens}, {args.train_steps} steps in "
+    log(
+        f"  trained {out.name}: C={components} K={k} M={args.tokens}, {args.train_steps} steps in "
         f"{time.time() - began:.0f}s "
-        f"(last diffusion loss {tail:.4f})")
+        f"(last diffusion loss {tail:.4f})"
+    )
     return out
 
 
@@ -249,12 +258,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--template", default="{}", help="training template")
     p.add_argument("--per-mode", type=int, default=6, help="images per mode in the two-mode set")
-    p.add_argument("--real-set", choices=("captions", "drawn"), default="captions",
-                   help="what density/coverage/FD compare against: the toy model's images for the two modes' "
-                   "captions, or exact drawings of the two-mode world (see the module doc)")
+    p.add_argument(
+        "--real-set",
+        choices=("captions", "drawn"),
+        default="captions",
+        help="what density/coverage/FD compare against: the toy model's images for the two modes' "
+        "captions, or exact drawings of the two-mode world (see the module doc)",
+    )
     p.add_argument("--real-per-mode", type=int, default=32, help="images per mode in that real set")
-    p.add_argument("--reuse", action="store_true",
-                   help="reuse distribution files already in --work-dir instead of training them again")
+    p.add_argument(
+        "--reuse",
+        action="store_true",
+        help="reuse distribution files already in --work-dir instead of training them again",
+    )
     p.add_argument("--single-set", type=int, default=8, help="images in each one-mode set (for mixing/editing)")
     p.add_argument("--samples", type=int, default=64, help="images sampled per row")
     p.add_argument("--sample-steps", type=int, default=25)
@@ -296,8 +312,9 @@ def main(argv=None) -> int:
     model = str(args.model or toy_model_path())
     began = time.time()
     sampler = Sampler.load(model, device="cpu")
-    settings = RenderSettings(steps=args.sample_steps, guidance_scale=args.guidance,
-                              batch_size=min(args.batch_size, args.samples))
+    settings = RenderSettings(
+        steps=args.sample_steps, guidance_scale=args.guidance, batch_size=min(args.batch_size, args.samples)
+    )
     seeds = list(range(10_000, 10_000 + args.samples))
 
     def sample(gaussian, gamma: float = 1.0) -> list:
@@ -321,30 +338,36 @@ def main(argv=None) -> int:
     with contextlib.ExitStack() as stack:
         work = args.work_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-fidelity-")))
         work.mkdir(parents=True, exist_ok=True)
-        print(f"model {model}; {args.samples} samples per row, {args.sample_steps} DDIM steps, guidance "
-              f"{args.guidance}; training {args.train_steps} steps, M={args.tokens}, S={args.train_samples}, "
-              f"batch {args.train_batch}, template {args.template!r}", flush=True)
+        print(
+            f"model {model}; {args.samples} samples per row, {args.sample_steps} DDIM steps, guidance "
+            f"{args.guidance}; training {args.train_steps} steps, M={args.tokens}, S={args.train_samples}, "
+            f"batch {args.train_batch}, template {args.template!r}",
+            flush=True,
+        )
         sets = write_sets(work / "refs", args.per_mode, args.single_set, args.seed)
 
         def real_images_of(per_mode: int, seed: int) -> list:
             if args.real_set == "drawn":
                 return real_two_mode_images(per_mode, seed)
-            return caption_images(sampler.pipe, per_mode, args.sample_steps, args.guidance, seed,
-                                  settings.batch_size)
+            return caption_images(sampler.pipe, per_mode, args.sample_steps, args.guidance, seed, settings.batch_size)
 
         real_images = real_images_of(args.real_per_mode, args.seed)
         real_features = toy_features(real_images)
         real_row = summarise(real_images)
-        print(f"  real set ({args.real_set}): red square {fmt(real_row['red_square'])}, blue circle "
-              f"{fmt(real_row['blue_circle'])}, out-of-set {fmt(real_row['out_of_set'])}", flush=True)
+        print(
+            f"  real set ({args.real_set}): red square {fmt(real_row['red_square'])}, blue circle "
+            f"{fmt(real_row['blue_circle'])}, out-of-set {fmt(real_row['out_of_set'])}",
+            flush=True,
+        )
         want = set(args.sections)
         k = args.prompts
         files = {}
         if want & {"1", "2"}:
             files["dist"] = train(sampler.pipe, sets["two_mode"], work / f"two_mode_k{k}.safetensors", k, args)
         if "1" in want:
-            files["single"] = train(sampler.pipe, sets["two_mode"], work / "two_mode_k1.safetensors", 1, args,
-                                    ortho=False)
+            files["single"] = train(
+                sampler.pipe, sets["two_mode"], work / "two_mode_k1.safetensors", 1, args, ortho=False
+            )
         if want & {"3", "4"}:
             files["red"] = train(sampler.pipe, sets["red_square"], work / f"red_square_k{k}.safetensors", k, args)
         if "3" in want:
@@ -355,8 +378,9 @@ def main(argv=None) -> int:
             files["blue"] = train(sampler.pipe, sets["blue_circle"], work / f"blue_circle_k{k}.safetensors", k, args)
         c = args.components
         for name in ("two_mode",) * ("1" in want) + ("red_square", "blue_circle") * ("5" in want):
-            files[f"{name}_c"] = train(sampler.pipe, sets[name], work / f"{name}_c{c}_k{k}.safetensors", k, args,
-                                       components=c)
+            files[f"{name}_c"] = train(
+                sampler.pipe, sets[name], work / f"{name}_c{c}_k{k}.safetensors", k, args, components=c
+            )
         rows: list[tuple[str, str, dict]] = []
 
         def run(section: str, setting: str, gaussian, gamma: float = 1.0, images=None) -> None:
@@ -365,19 +389,30 @@ def main(argv=None) -> int:
             row = summarise(images if images is not None else sample(gaussian, gamma), real)
             rows.append((section, setting, row))
             others = ", ".join(f"{label} {count}" for label, count in row["other_labels"][:4])
-            print(f"  {section} | {setting}: red square {fmt(row['red_square'])}, blue circle "
-                  f"{fmt(row['blue_circle'])}, out-of-set {fmt(row['out_of_set'])} [{others}]{dc_text(row)} "
-                  f"({time.time() - t:.0f}s)", flush=True)
+            print(
+                f"  {section} | {setting}: red square {fmt(row['red_square'])}, blue circle "
+                f"{fmt(row['blue_circle'])}, out-of-set {fmt(row['out_of_set'])} [{others}]{dc_text(row)} "
+                f"({time.time() - t:.0f}s)",
+                flush=True,
+            )
 
         if "1" in want:
             run("1 two modes", f"distribution K={k}", sampler.distribution([files["dist"]]).gaussian())
             run("1 two modes", "single prompt K=1", sampler.distribution([files["single"]]).gaussian())
             print(f"  two-mode components: {split_text(files['two_mode_c'])}", flush=True)
             run("1 two modes", f"mixture C={c}, K={k} each", sampler.distribution([files["two_mode_c"]]).mixture())
-            run("1 two modes", f"the K={k} prompts themselves, no Gaussian (diagnostic)", None,
-                images=sample_prompts(files["dist"]))
-            run("1 two modes", f"real set again, other seeds ({args.real_set}; what a perfect distribution scores)",
-                None, images=real_images_of(max(1, args.samples // 2), args.seed + 7))
+            run(
+                "1 two modes",
+                f"the K={k} prompts themselves, no Gaussian (diagnostic)",
+                None,
+                images=sample_prompts(files["dist"]),
+            )
+            run(
+                "1 two modes",
+                f"real set again, other seeds ({args.real_set}; what a perfect distribution scores)",
+                None,
+                images=real_images_of(max(1, args.samples // 2), args.seed + 7),
+            )
         if "2" in want:
             dist = sampler.distribution([files["dist"]])
             for g in GAMMAS:
@@ -392,33 +427,49 @@ def main(argv=None) -> int:
             for template in EDIT_TEMPLATES:
                 run("4 edit", f"red-square dist, {template!r}", red.gaussian(template))
         if "5" in want:
-            for name, one, label in (("red_square", "red", "red-square set"),
-                                     ("blue_circle", "blue", "blue-circle set")):
+            for name, one, label in (
+                ("red_square", "red", "red-square set"),
+                ("blue_circle", "blue", "blue-circle set"),
+            ):
                 run("5 one mode", f"{label}, one Gaussian K={k}", sampler.distribution([files[one]]).gaussian())
-                run("5 one mode", f"{label}, mixture C={c}, K={k} each",
-                    sampler.distribution([files[f"{name}_c"]]).mixture())
+                run(
+                    "5 one mode",
+                    f"{label}, mixture C={c}, K={k} each",
+                    sampler.distribution([files[f"{name}_c"]]).mixture(),
+                )
 
     print()
-    print("| section | setting | red square | blue circle | out-of-set | both modes | FD | density | coverage "
-          "| blue (any shape) | blue square | diversity |")
+    print(
+        "| section | setting | red square | blue circle | out-of-set | both modes | FD | density | coverage "
+        "| blue (any shape) | blue square | diversity |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for section, setting, row in rows:
         both = "yes" if row["coverage"] else "no"
-        fd, density, cover = ((f"{row['fd']:.3f}", f"{row['density']:.2f}", f"{row['dc_coverage']:.2f}")
-                              if "density" in row else ("-", "-", "-"))
-        print(f"| {section} | {setting} | {fmt(row['red_square'])} | {fmt(row['blue_circle'])} | "
-              f"{fmt(row['out_of_set'])} | {both} | {fd} | {density} | {cover} | {fmt(row['blue'])} | "
-              f"{fmt(row['blue_square'])} | {row['diversity']:.3f} |")
-    print(f"both modes: each mode >= 20% of the samples. out-of-set: neither a red square nor a blue circle "
-          f"(blends, other colours or shapes, unrecognised blobs). FD (Frechet distance, lower is better), "
-          f"density and coverage (Naeem et al. 2020, k={DEFAULT_K}; 1 and 1 for samples drawn like the real "
-          f"set): against {real_set_text(args)}, in the toy feature space "
-          "(foreground colour, shape IoUs, area); sections 1-3 only. blue square: the edit's target (new "
-          "colour, shape kept). diversity: mean pairwise RMS pixel distance.")
+        fd, density, cover = (
+            (f"{row['fd']:.3f}", f"{row['density']:.2f}", f"{row['dc_coverage']:.2f}")
+            if "density" in row
+            else ("-", "-", "-")
+        )
+        print(
+            f"| {section} | {setting} | {fmt(row['red_square'])} | {fmt(row['blue_circle'])} | "
+            f"{fmt(row['out_of_set'])} | {both} | {fd} | {density} | {cover} | {fmt(row['blue'])} | "
+            f"{fmt(row['blue_square'])} | {row['diversity']:.3f} |"
+        )
+    print(
+        f"both modes: each mode >= 20% of the samples. out-of-set: neither a red square nor a blue circle "
+        f"(blends, other colours or shapes, unrecognised blobs). FD (Frechet distance, lower is better), "
+        f"density and coverage (Naeem et al. 2020, k={DEFAULT_K}; 1 and 1 for samples drawn like the real "
+        f"set): against {real_set_text(args)}, in the toy feature space "
+        "(foreground colour, shape IoUs, area); sections 1-3 only. blue square: the edit's target (new "
+        "colour, shape kept). diversity: mean pairwise RMS pixel distance."
+    )
     print(f"\n{args.samples} samples per row; total {time.time() - began:.0f}s")
     if args.json:
-        payload = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-                   "rows": [{"section": s, "setting": st, **r} for s, st, r in rows]}
+        payload = {
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "rows": [{"section": s, "setting": st, **r} for s, st, r in rows],
+        }
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0
 

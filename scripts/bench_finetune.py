@@ -94,25 +94,51 @@ def in_set(images, modes) -> float:
 def stage1(model: str, refs: Path, out: Path, k: int, args) -> float:
     from dreamdist.train import TrainConfig, train_distribution
 
-    config = TrainConfig(num_prompts=k, num_tokens=args.tokens, samples=args.train_samples, steps=args.train_steps,
-                         ortho_weight=5e-3 if k > 1 else 0.0, lr=args.lr, batch_size=args.train_batch, seed=args.seed,
-                         checkpoint_every=0)
+    config = TrainConfig(
+        num_prompts=k,
+        num_tokens=args.tokens,
+        samples=args.train_samples,
+        steps=args.train_steps,
+        ortho_weight=5e-3 if k > 1 else 0.0,
+        lr=args.lr,
+        batch_size=args.train_batch,
+        seed=args.seed,
+        checkpoint_every=0,
+    )
     began = time.perf_counter()
     with quietly():
-        train_distribution(refs, model, out, config, device="cpu", checkpoint=False, log_csv=False, progress=False,
-                           overwrite=True)
+        train_distribution(
+            refs, model, out, config, device="cpu", checkpoint=False, log_csv=False, progress=False, overwrite=True
+        )
     return time.perf_counter() - began
 
 
 def stage2(model: str, dist: Path, refs: Path, out: Path, args) -> float:
     from dreamdist.finetune import FinetuneConfig, finetune
 
-    config = FinetuneConfig(method=args.ft_method, steps=args.ft_steps, lr=args.ft_lr, samples=args.train_samples,
-                            batch_size=args.ft_batch, seed=args.seed, checkpoint_every=0)
+    config = FinetuneConfig(
+        method=args.ft_method,
+        steps=args.ft_steps,
+        lr=args.ft_lr,
+        samples=args.train_samples,
+        batch_size=args.ft_batch,
+        seed=args.seed,
+        checkpoint_every=0,
+    )
     began = time.perf_counter()
     with quietly():
-        finetune(dist, refs, out, config, model=model, device="cpu", checkpoint=False, log_csv=False,
-                 progress=False, overwrite=True)
+        finetune(
+            dist,
+            refs,
+            out,
+            config,
+            model=model,
+            device="cpu",
+            checkpoint=False,
+            log_csv=False,
+            progress=False,
+            overwrite=True,
+        )
     return time.perf_counter() - began
 
 
@@ -131,10 +157,23 @@ def step_cost(model: str, refs: Path, work: Path, args) -> dict:
 
     dist = work / "cost.safetensors"
     with quietly():
-        t1 = Trainer(refs, model, dist, TrainConfig(num_prompts=args.prompts, num_tokens=args.tokens,
-                                                    samples=args.train_samples, batch_size=args.train_batch,
-                                                    steps=10_000), device="cpu", checkpoint=False, log_csv=False,
-                     progress=False, overwrite=True)
+        t1 = Trainer(
+            refs,
+            model,
+            dist,
+            TrainConfig(
+                num_prompts=args.prompts,
+                num_tokens=args.tokens,
+                samples=args.train_samples,
+                batch_size=args.train_batch,
+                steps=10_000,
+            ),
+            device="cpu",
+            checkpoint=False,
+            log_csv=False,
+            progress=False,
+            overwrite=True,
+        )
         s1 = timed(t1)
         t1.steps_done = t1.config.steps
         t1._save_distribution()  # stage 2 needs a distribution file; its quality is irrelevant here
@@ -142,9 +181,18 @@ def step_cost(model: str, refs: Path, work: Path, args) -> dict:
         costs = {"stage1_s": s1}
         methods = ["full"] + (["lora"] if importlib.util.find_spec("peft") else [])
         for method in methods:
-            t2 = FinetuneTrainer(dist, refs, work / f"cost-{method}", FinetuneConfig(
-                method=method, samples=args.train_samples, batch_size=args.train_batch, steps=10_000),
-                model=model, device="cpu", checkpoint=False, log_csv=False, progress=False, overwrite=True)
+            t2 = FinetuneTrainer(
+                dist,
+                refs,
+                work / f"cost-{method}",
+                FinetuneConfig(method=method, samples=args.train_samples, batch_size=args.train_batch, steps=10_000),
+                model=model,
+                device="cpu",
+                checkpoint=False,
+                log_csv=False,
+                progress=False,
+                overwrite=True,
+            )
             costs[f"stage2_{method}_s"] = timed(t2)
             del t2
     return costs
@@ -194,18 +242,25 @@ def main(argv=None) -> int:
         sets = write_sets(work / "refs", args.per_mode, args.single_set, args.seed)
         costs = step_cost(model, sets["two_mode"], work, args)
         payload["step_cost"] = costs
-        print(f"step cost (toy model, batch {args.train_batch}, S {args.train_samples}, 2 threads): stage 1 "
-              f"{costs['stage1_s'] * 1000:.0f} ms/step", flush=True)
+        print(
+            f"step cost (toy model, batch {args.train_batch}, S {args.train_samples}, 2 threads): stage 1 "
+            f"{costs['stage1_s'] * 1000:.0f} ms/step",
+            flush=True,
+        )
         for key, value in costs.items():
             if key.startswith("stage2_"):
-                print(f"  stage 2 {key.split('_')[1]}: {value * 1000:.0f} ms/step = {value / costs['stage1_s']:.2f}x "
-                      "a stage-1 step", flush=True)
+                print(
+                    f"  stage 2 {key.split('_')[1]}: {value * 1000:.0f} ms/step = {value / costs['stage1_s']:.2f}x "
+                    "a stage-1 step",
+                    flush=True,
+                )
         if args.cost_only:
             print(json.dumps(payload["step_cost"]))
             return 0
 
-        settings = RenderSettings(steps=args.sample_steps, guidance_scale=args.guidance,
-                                  batch_size=min(16, args.samples))
+        settings = RenderSettings(
+            steps=args.sample_steps, guidance_scale=args.guidance, batch_size=min(16, args.samples)
+        )
         seeds = list(range(10_000, 10_000 + args.samples))
         samplers: dict[str, Sampler] = {}
 
@@ -237,28 +292,44 @@ def main(argv=None) -> int:
             ):
                 t = time.time()
                 plain, edited = images(model_dir, dist), images(model_dir, dist, EDIT)
-                row = {"set": set_label, "setting": label, "in_set": in_set(plain, modes),
-                       "nearest_ref": nearest_reference(plain, references), "diversity": diversity(plain),
-                       "edit_black_bg": sum(map(black_background, edited)) / len(edited),
-                       "edit_in_set": in_set(edited, modes), "stage1_s": t_1, "stage2_s": t_2}
+                row = {
+                    "set": set_label,
+                    "setting": label,
+                    "in_set": in_set(plain, modes),
+                    "nearest_ref": nearest_reference(plain, references),
+                    "diversity": diversity(plain),
+                    "edit_black_bg": sum(map(black_background, edited)) / len(edited),
+                    "edit_in_set": in_set(edited, modes),
+                    "stage1_s": t_1,
+                    "stage2_s": t_2,
+                }
                 rows.append(row)
-                print(f"  {set_label} | {label}: in-set {row['in_set']:.0%}, nearest ref {row['nearest_ref']:.3f}, "
-                      f"diversity {row['diversity']:.3f}, edit black bg {row['edit_black_bg']:.0%} "
-                      f"(in-set {row['edit_in_set']:.0%}) ({time.time() - t:.0f}s)", flush=True)
+                print(
+                    f"  {set_label} | {label}: in-set {row['in_set']:.0%}, nearest ref {row['nearest_ref']:.3f}, "
+                    f"diversity {row['diversity']:.3f}, edit black bg {row['edit_black_bg']:.0%} "
+                    f"(in-set {row['edit_in_set']:.0%}) ({time.time() - t:.0f}s)",
+                    flush=True,
+                )
         payload["rows"] = rows
 
     print()
-    print("| set | setting | in-set | nearest reference | diversity | edit: black background | edit: in-set "
-          "| stage 1 | stage 2 |")
+    print(
+        "| set | setting | in-set | nearest reference | diversity | edit: black background | edit: in-set "
+        "| stage 1 | stage 2 |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         t2 = f"{r['stage2_s']:.0f}s" if r["stage2_s"] is not None else "-"
-        print(f"| {r['set']} | {r['setting']} | {r['in_set']:.0%} | {r['nearest_ref']:.3f} | {r['diversity']:.3f} | "
-              f"{r['edit_black_bg']:.0%} | {r['edit_in_set']:.0%} | {r['stage1_s']:.0f}s | {t2} |")
-    print(f"\n{args.samples} samples per row, {args.sample_steps} DDIM steps, guidance {args.guidance}; stage 1: "
-          f"{args.train_steps} steps, M={args.tokens}, S={args.train_samples}, batch {args.train_batch}; stage 2: "
-          f"{args.ft_method}, {args.ft_steps} steps, lr {args.ft_lr:g}, batch {args.ft_batch}. edit: the same "
-          f"distribution in {EDIT!r}. total {time.time() - began:.0f}s")
+        print(
+            f"| {r['set']} | {r['setting']} | {r['in_set']:.0%} | {r['nearest_ref']:.3f} | {r['diversity']:.3f} | "
+            f"{r['edit_black_bg']:.0%} | {r['edit_in_set']:.0%} | {r['stage1_s']:.0f}s | {t2} |"
+        )
+    print(
+        f"\n{args.samples} samples per row, {args.sample_steps} DDIM steps, guidance {args.guidance}; stage 1: "
+        f"{args.train_steps} steps, M={args.tokens}, S={args.train_samples}, batch {args.train_batch}; stage 2: "
+        f"{args.ft_method}, {args.ft_steps} steps, lr {args.ft_lr:g}, batch {args.ft_batch}. edit: the same "
+        f"distribution in {EDIT!r}. total {time.time() - began:.0f}s"
+    )
     if args.json:
         args.json.write_text(json.dumps(payload, indent=2) + "\n")
     return 0

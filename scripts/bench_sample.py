@@ -40,20 +40,40 @@ def make_medium_model(path: Path, resolution: int = 256) -> Path:
     hidden = 256
     text_encoder = clip_text_encoder(tokenizer, hidden, layers=4, mlp_ratio=4)
     unet = UNet2DConditionModel(
-        sample_size=resolution // 8, in_channels=4, out_channels=4, block_out_channels=(64, 128, 256),
-        layers_per_block=2, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=hidden,
-        attention_head_dim=(2, 4, 8), use_linear_projection=True, norm_num_groups=32,
+        sample_size=resolution // 8,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(64, 128, 256),
+        layers_per_block=2,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=hidden,
+        attention_head_dim=(2, 4, 8),
+        use_linear_projection=True,
+        norm_num_groups=32,
     )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=32, sample_size=resolution,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(32, 64, 128, 128), layers_per_block=1,
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=32,
+        sample_size=resolution,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(32, 64, 128, 128),
+        layers_per_block=1,
     )
     scheduler = sd_scheduler()
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(path, safe_serialization=True)
     return path
 
@@ -65,8 +85,13 @@ def random_distribution(path: Path, sampler, model: Path, k: int = 32, m: int = 
 
     enc = sampler.encoder
     ctx = torch.randn(k, m, enc.token_dim, generator=torch.Generator().manual_seed(0))
-    dist = DistributionFile(ctx=ctx, base_model=str(model), fingerprint=Fingerprint.of(enc.text_encoder),
-                            template="a photo of {}", training={"steps": 0})
+    dist = DistributionFile(
+        ctx=ctx,
+        base_model=str(model),
+        fingerprint=Fingerprint.of(enc.text_encoder),
+        template="a photo of {}",
+        training={"steps": 0},
+    )
     return save_distribution(path, dist)
 
 
@@ -103,8 +128,9 @@ def main() -> int:
         dist = random_distribution(work / f"{name}.safetensors", sampler, model_dir)
         h, w = sampler.image_size()
         for bs in args.batch_sizes:
-            settings = SampleSettings(n=args.n, batch_size=bs, steps=args.steps, progress=False,
-                                      template="a photo of {} at night")
+            settings = SampleSettings(
+                n=args.n, batch_size=bs, steps=args.steps, progress=False, template="a photo of {} at night"
+            )
             warm = work / f"warm-{name}-{bs}"
             sample([dist], warm, replace(settings, n=bs), sampler=sampler)  # warm-up: kernels, allocator, autotune
             out = work / f"out-{name}-{bs}"
@@ -113,27 +139,41 @@ def main() -> int:
             res = sample([dist], out, settings, sampler=sampler)
             t = res.timing
             outside = t["total_s"] - t["pipeline_s"]
-            rows.append({
-                "model": name, "size": f"{h}x{w}", "batch": bs, "images": args.n, "steps": args.steps,
-                "images_per_s": round(args.n / t["total_s"], 2), "total_s": t["total_s"],
-                "pipeline_s": t["pipeline_s"], "outside_s": round(outside, 4),
-                "outside_share": round(outside / t["total_s"], 4), "fit_s": t["fit_s"],
-                "load_s": round(load_s, 2), "device": str(sampler.device),
-                "precision": json.loads((out / "manifest.json").read_text())["precision"],
-            })
+            rows.append(
+                {
+                    "model": name,
+                    "size": f"{h}x{w}",
+                    "batch": bs,
+                    "images": args.n,
+                    "steps": args.steps,
+                    "images_per_s": round(args.n / t["total_s"], 2),
+                    "total_s": t["total_s"],
+                    "pipeline_s": t["pipeline_s"],
+                    "outside_s": round(outside, 4),
+                    "outside_share": round(outside / t["total_s"], 4),
+                    "fit_s": t["fit_s"],
+                    "load_s": round(load_s, 2),
+                    "device": str(sampler.device),
+                    "precision": json.loads((out / "manifest.json").read_text())["precision"],
+                }
+            )
             shutil.rmtree(warm, ignore_errors=True)
             shutil.rmtree(out, ignore_errors=True)
         del sampler
     dev = rows[0]["device"] if rows else "?"
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
-    print(f"device {dev} ({gpu}), {rows[0]['precision'] if rows else ''}, {args.steps} steps, "
-          f"{args.n} images per run, model load excluded")
+    print(
+        f"device {dev} ({gpu}), {rows[0]['precision'] if rows else ''}, {args.steps} steps, "
+        f"{args.n} images per run, model load excluded"
+    )
     print("| model  | size    | batch | images/s | total s | pipeline s | outside s | outside share | fit s |")
     print("|--------|---------|-------|----------|---------|------------|-----------|---------------|-------|")
     for r in rows:
-        print(f"| {r['model']:<6} | {r['size']:<7} | {r['batch']:>5} | {r['images_per_s']:>8.2f} "
-              f"| {r['total_s']:>7.2f} | {r['pipeline_s']:>10.2f} | {r['outside_s']:>9.3f} "
-              f"| {r['outside_share']:>12.1%} | {r['fit_s']:>5.3f} |")
+        print(
+            f"| {r['model']:<6} | {r['size']:<7} | {r['batch']:>5} | {r['images_per_s']:>8.2f} "
+            f"| {r['total_s']:>7.2f} | {r['pipeline_s']:>10.2f} | {r['outside_s']:>9.3f} "
+            f"| {r['outside_share']:>12.1%} | {r['fit_s']:>5.3f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
     if args.workdir is None:

@@ -100,24 +100,63 @@ def make_medium_model(path: Path) -> Path:
     tokenizer = CLIPTokenizer.from_pretrained(path / "tokenizer")
     torch.manual_seed(0)
     hidden = 256
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=4,
-        num_attention_heads=4, max_position_embeddings=77, hidden_act="gelu", projection_dim=hidden,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id))
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden,
+            intermediate_size=4 * hidden,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            max_position_embeddings=77,
+            hidden_act="gelu",
+            projection_dim=hidden,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
     unet = UNet2DConditionModel(
-        sample_size=MEDIUM_RESOLUTION // 4, in_channels=4, out_channels=4, block_out_channels=(64, 128, 256),
-        layers_per_block=1, down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=hidden,
-        attention_head_dim=(4, 8, 8), use_linear_projection=True, norm_num_groups=32)
+        sample_size=MEDIUM_RESOLUTION // 4,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(64, 128, 256),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=hidden,
+        attention_head_dim=(4, 8, 8),
+        use_linear_projection=True,
+        norm_num_groups=32,
+    )
     vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=16, sample_size=MEDIUM_RESOLUTION,
-        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-        block_out_channels=(32, 64, 64))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
-                              set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction")
-    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=MEDIUM_RESOLUTION,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(32, 64, 64),
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="v_prediction",
+    )
+    pipe = StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
     pipe.save_pretrained(path, safe_serialization=True)
     return path
 
@@ -157,8 +196,13 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
         clock = time.perf_counter if cuda else time.process_time
         pipe = load_pipeline(model, device, dtype)
         steps = args.warmup + args.steps
-        config = TrainConfig(steps=steps, checkpoint_every=0, precision=args.precision, unet_batch=16,
-                             gradient_checkpointing=args.gradient_checkpointing)
+        config = TrainConfig(
+            steps=steps,
+            checkpoint_every=0,
+            precision=args.precision,
+            unet_batch=16,
+            gradient_checkpointing=args.gradient_checkpointing,
+        )
 
         measured = range(max(args.warmup, 1), steps)  # step i's time is stamp[i] - stamp[i-1]
 
@@ -167,13 +211,23 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
             torch.cuda.reset_peak_memory_stats(device)
         stamps_p: list[float] = []
         timer = PhaseTimer(clock, sync)
-        trainer = Trainer(images, pipe, work / "out" / "a.safetensors", config, progress=False,
-                          callback=lambda info: (sync(), stamps_p.append(clock())), hook=timer)
+        trainer = Trainer(
+            images,
+            pipe,
+            work / "out" / "a.safetensors",
+            config,
+            progress=False,
+            callback=lambda info: (sync(), stamps_p.append(clock())),
+            hook=timer,
+        )
         total = trainer.run().seconds  # latent caching + steps
         step_p = statistics.median(stamps_p[i] - stamps_p[i - 1] for i in measured)
         phases = {k: statistics.median(v[i] for i in measured) for k, v in timer.timings.items()}
-        peak = torch.cuda.max_memory_allocated(device) if cuda else \
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        peak = (
+            torch.cuda.max_memory_allocated(device)
+            if cuda
+            else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        )
 
         # 2. the unavoidable parts alone, same shapes and precision, outside the trainer
         encoder, template = trainer.model.encoder, trainer.template
@@ -217,8 +271,7 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
                 alone[key].append(clock() - t0)
             stamps.append((entered, clock()))
 
-        trainer = Trainer(images, pipe, work / "out" / "b.safetensors", config, progress=False,
-                          callback=between_steps)
+        trainer = Trainer(images, pipe, work / "out" / "b.safetensors", config, progress=False, callback=between_steps)
         trainer.run()
         step_s = statistics.median(stamps[i][0] - stamps[i - 1][1] for i in measured)
         te_s = statistics.median(alone["te"][i] for i in measured)
@@ -279,8 +332,13 @@ def measure_chunk(model_kind: str, chunk: int, args: argparse.Namespace) -> dict
     try:
         model, images = bench_inputs(work, model_kind)
         steps = args.warmup + args.steps
-        config = TrainConfig(steps=steps, checkpoint_every=0, precision=args.precision, unet_batch=chunk,
-                             gradient_checkpointing=args.gradient_checkpointing)
+        config = TrainConfig(
+            steps=steps,
+            checkpoint_every=0,
+            precision=args.precision,
+            unet_batch=chunk,
+            gradient_checkpointing=args.gradient_checkpointing,
+        )
         trainer = Trainer(images, str(model), work / "out.safetensors", config, device=args.device, progress=False)
         device = trainer.model.device
         cuda = device.type == "cuda"
@@ -302,21 +360,37 @@ def measure_chunk(model_kind: str, chunk: int, args: argparse.Namespace) -> dict
         estimate = trainer.memory_estimate
         n = config.batch_size * config.samples
         return {
-            "model": model_kind, "device": str(device), "chunk": chunk, "chunks": trainer.memory.chunks,
+            "model": model_kind,
+            "device": str(device),
+            "chunk": chunk,
+            "chunks": trainer.memory.chunks,
             "step_s": step_s,
             "peak_MiB": (torch.cuda.max_memory_allocated(device) if cuda else peak_rss) / 2**20,
             "step_rss_MiB": None if cuda else max(0, peak_rss - before_steps) / 2**20,
             "live_step_MiB": live.peak / 2**20,
             "estimate_step_MiB": estimate.step(min(chunk, n), trainer.memory.gradient_checkpointing) / 2**20
-            if estimate is not None else None,
+            if estimate is not None
+            else None,
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
 def chunk_table(rows: list[dict]) -> str:
-    head = ("model", "UNet chunk", "s/step", "x unchunked", "peak MiB", "x", "step RSS MiB", "x", "step tensors MiB",
-            "x", "estimate MiB", "estimate / tensors")
+    head = (
+        "model",
+        "UNet chunk",
+        "s/step",
+        "x unchunked",
+        "peak MiB",
+        "x",
+        "step RSS MiB",
+        "x",
+        "step tensors MiB",
+        "x",
+        "estimate MiB",
+        "estimate / tensors",
+    )
     lines = [" | ".join(head), " | ".join("-" * len(h) for h in head)]
     base: dict[str, dict] = {}
     for r in rows:
@@ -325,13 +399,24 @@ def chunk_table(rows: list[dict]) -> str:
         def ratio(key: str) -> str:
             return f"{r[key] / ref[key]:.2f}" if r.get(key) and ref.get(key) else "-"
 
-        lines.append(" | ".join([
-            r["model"], f"{r['chunk']} ({r['chunks']} pass{'es' if r['chunks'] > 1 else ''})", f"{r['step_s']:.3f}",
-            ratio("step_s"), f"{r['peak_MiB']:.0f}", ratio("peak_MiB"),
-            f"{r['step_rss_MiB']:.0f}" if r["step_rss_MiB"] is not None else "-", ratio("step_rss_MiB"),
-            f"{r['live_step_MiB']:.1f}", ratio("live_step_MiB"),
-            f"{r['estimate_step_MiB']:.1f}" if r["estimate_step_MiB"] is not None else "-",
-            f"{r['estimate_step_MiB'] / r['live_step_MiB']:.3f}" if r["estimate_step_MiB"] else "-"]))
+        lines.append(
+            " | ".join(
+                [
+                    r["model"],
+                    f"{r['chunk']} ({r['chunks']} pass{'es' if r['chunks'] > 1 else ''})",
+                    f"{r['step_s']:.3f}",
+                    ratio("step_s"),
+                    f"{r['peak_MiB']:.0f}",
+                    ratio("peak_MiB"),
+                    f"{r['step_rss_MiB']:.0f}" if r["step_rss_MiB"] is not None else "-",
+                    ratio("step_rss_MiB"),
+                    f"{r['live_step_MiB']:.1f}",
+                    ratio("live_step_MiB"),
+                    f"{r['estimate_step_MiB']:.1f}" if r["estimate_step_MiB"] is not None else "-",
+                    f"{r['estimate_step_MiB'] / r['live_step_MiB']:.3f}" if r["estimate_step_MiB"] else "-",
+                ]
+            )
+        )
     return "\n".join(lines)
 
 
@@ -350,8 +435,16 @@ def plan_table() -> str:
     n = config.batch_size * config.samples
 
     def estimate(dtype: torch.dtype) -> MemoryEstimate:
-        work = Workload(config.num_prompts, config.num_tokens, config.batch_size, config.samples,
-                        SD21_CONFIGS.native_resolution, dtype, "cuda", cached_latents=20 * 33)
+        work = Workload(
+            config.num_prompts,
+            config.num_tokens,
+            config.batch_size,
+            config.samples,
+            SD21_CONFIGS.native_resolution,
+            dtype,
+            "cuda",
+            cached_latents=20 * 33,
+        )
         return MemoryEstimate.of(SD21_CONFIGS, work)
 
     bf16, fp32 = estimate(torch.bfloat16), estimate(torch.float32)
@@ -366,32 +459,69 @@ def plan_table() -> str:
     fixed = bf16.unet(False)[1], bf16.unet(True)[1]
     lines = ["| SD 2.1, 768 px, K=32, M=8, B=4, S=4, flash attention | estimated peak |", "|---|---|"]
     lines += [f"| {what} | {peak / GIB:.1f} GiB |" for what, peak in rows]
-    lines += ["", f"Per bf16 UNet evaluation {fixed[0] / GIB:.2f} GiB ({fixed[1] / GIB:.2f} with checkpointing); "
-              f"weights {bf16.weights / GIB:.1f} GiB (fp32 {fp32.weights / GIB:.1f}); K-prompt text encoder "
-              f"{bf16.text_held / GIB:.1f} GiB; latents of 20 images x 33 crop positions {bf16.fixed / GIB:.2f} GiB; "
-              f"one VAE call while caching {bf16.vae_encode(1) / GIB:.1f} GiB per image.", ""]
+    lines += [
+        "",
+        f"Per bf16 UNet evaluation {fixed[0] / GIB:.2f} GiB ({fixed[1] / GIB:.2f} with checkpointing); "
+        f"weights {bf16.weights / GIB:.1f} GiB (fp32 {fp32.weights / GIB:.1f}); K-prompt text encoder "
+        f"{bf16.text_held / GIB:.1f} GiB; latents of 20 images x 33 crop positions {bf16.fixed / GIB:.2f} GiB; "
+        f"one VAE call while caching {bf16.vae_encode(1) / GIB:.1f} GiB per image.",
+        "",
+    ]
     lines += ["| card | free (assumed) | `--unet-batch auto` picks (bf16) | estimated peak |", "|---|---|---|---|"]
     for card in CARDS_GB:
         free = int((card - CARD_RESERVED_GIB) * GIB)
         plan = plan_memory(bf16, n, "auto", False, free, "cuda:0")
         how = plan.describe().split(" -> UNet ")[1].split(":")[0]
         fits = "" if plan.fits else " (does not fit)"
-        lines.append(f"| {card} GB | {free / GIB:.1f} GiB | {how}, VAE {plan.vae_batch} per call | "
-                     f"{plan.estimate / GIB:.1f} GiB{fits} |")
+        lines.append(
+            f"| {card} GB | {free / GIB:.1f} GiB | {how}, VAE {plan.vae_batch} per call | "
+            f"{plan.estimate / GIB:.1f} GiB{fits} |"
+        )
     return "\n".join(lines)
 
 
 def table(rows: list[dict]) -> str:
-    head = ("model", "device", "clock", "prec", "latent", "UNet M", "s/step", "peak MiB (before model)", "text enc",
-            "UNet fwd", "UNet bwd", "other", "TE alone", "UNet alone", "ratio")
+    head = (
+        "model",
+        "device",
+        "clock",
+        "prec",
+        "latent",
+        "UNet M",
+        "s/step",
+        "peak MiB (before model)",
+        "text enc",
+        "UNet fwd",
+        "UNet bwd",
+        "other",
+        "TE alone",
+        "UNet alone",
+        "ratio",
+    )
     lines = [" | ".join(head), " | ".join("-" * len(h) for h in head)]
     for r in rows:
         before = f" ({r['rss_before_model_MiB']:.0f})" if r.get("rss_before_model_MiB") else ""
-        lines.append(" | ".join([
-            r["model"], r["device"], r["clock"], r["precision"], r["latent"], f"{r['unet_params_M']:.1f}",
-            f"{r['step_s']:.3f}", f"{r['peak_mem_MiB']:.0f}{before}", f"{r['share_text_encoder']:.1%}",
-            f"{r['share_unet_fwd']:.1%}", f"{r['share_unet_bwd']:.1%}", f"{max(0.0, r['share_other']):.1%}",
-            f"{r['alone_text_encoder_fwd_bwd_s']:.3f}s", f"{r['alone_unet_fwd_bwd_s']:.3f}s", f"{r['ratio']:.3f}"]))
+        lines.append(
+            " | ".join(
+                [
+                    r["model"],
+                    r["device"],
+                    r["clock"],
+                    r["precision"],
+                    r["latent"],
+                    f"{r['unet_params_M']:.1f}",
+                    f"{r['step_s']:.3f}",
+                    f"{r['peak_mem_MiB']:.0f}{before}",
+                    f"{r['share_text_encoder']:.1%}",
+                    f"{r['share_unet_fwd']:.1%}",
+                    f"{r['share_unet_bwd']:.1%}",
+                    f"{max(0.0, r['share_other']):.1%}",
+                    f"{r['alone_text_encoder_fwd_bwd_s']:.3f}s",
+                    f"{r['alone_unet_fwd_bwd_s']:.3f}s",
+                    f"{r['ratio']:.3f}",
+                ]
+            )
+        )
     return "\n".join(lines)
 
 
@@ -404,8 +534,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=2, help="warm-up steps, not measured")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
     parser.add_argument("--gradient-checkpointing", action="store_true")
-    parser.add_argument("--unet-batches", type=int, nargs="*", default=[16, 4, 1],
-                        help="UNet chunk sizes to compare (16: the whole step; none: skip)")
+    parser.add_argument(
+        "--unet-batches",
+        type=int,
+        nargs="*",
+        default=[16, 4, 1],
+        help="UNet chunk sizes to compare (16: the whole step; none: skip)",
+    )
     parser.add_argument("--skip-phases", action="store_true", help="only the chunk comparison")
     parser.add_argument("--plan-table", action="store_true", help="print the SD 2.1 memory tables and exit")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
@@ -425,8 +560,23 @@ def main() -> int:
         return 0
 
     def run_one(kind: str, *extra: str) -> dict | None:
-        argv = [sys.executable, __file__, "--one", kind, "--device", args.device, "--precision", args.precision,
-                "--steps", str(args.steps), "--warmup", str(args.warmup), "--threads", str(args.threads), *extra]
+        argv = [
+            sys.executable,
+            __file__,
+            "--one",
+            kind,
+            "--device",
+            args.device,
+            "--precision",
+            args.precision,
+            "--steps",
+            str(args.steps),
+            "--warmup",
+            str(args.warmup),
+            "--threads",
+            str(args.threads),
+            *extra,
+        ]
         if args.gradient_checkpointing:
             argv.append("--gradient-checkpointing")
         done = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
@@ -434,7 +584,7 @@ def main() -> int:
         if done.returncode or not found:
             print(f"{kind} {' '.join(extra)}: failed\n{done.stderr[-3000:]}", file=sys.stderr)
             return None
-        return json.loads(found[-1][len("BENCH-ROW "):])
+        return json.loads(found[-1][len("BENCH-ROW ") :])
 
     rows, chunk_rows = [], []
     for kind in [] if args.skip_phases else args.models:
@@ -451,15 +601,19 @@ def main() -> int:
             chunk_rows.append(row)
             print(f"{kind} chunk {chunk}: {row['step_s']:.3f} s/step", file=sys.stderr, flush=True)
     if rows:
-        print("K=32 M=8 S=4 batch 4 (UNet batch 16); s/step = median steady-state step (CPU: CPU seconds of the "
-              "process, robust to a shared machine; CUDA: wall seconds); shares are of that step; 'alone' = the "
-              "unavoidable part timed outside the trainer; ratio = s/step / (TE alone + UNet alone), target <= 1.15")
+        print(
+            "K=32 M=8 S=4 batch 4 (UNet batch 16); s/step = median steady-state step (CPU: CPU seconds of the "
+            "process, robust to a shared machine; CUDA: wall seconds); shares are of that step; 'alone' = the "
+            "unavoidable part timed outside the trainer; ratio = s/step / (TE alone + UNet alone), target <= 1.15"
+        )
         print(table(rows))
     if chunk_rows:
-        print("\nUNet chunks, same settings; x = ratio to the unchunked step (chunk 16). peak = the process's peak "
-              "RSS (CPU; CUDA: peak allocated), incl. loading and latent caching; step RSS = its growth during the "
-              "steps; step tensors = bytes LiveBytes saw alive in one step; estimate = dreamdist.train.memory's "
-              "figure for that step")
+        print(
+            "\nUNet chunks, same settings; x = ratio to the unchunked step (chunk 16). peak = the process's peak "
+            "RSS (CPU; CUDA: peak allocated), incl. loading and latent caching; step RSS = its growth during the "
+            "steps; step tensors = bytes LiveBytes saw alive in one step; estimate = dreamdist.train.memory's "
+            "figure for that step"
+        )
         print(chunk_table(chunk_rows))
     if args.json:
         args.json.write_text(json.dumps({"phases": rows, "chunks": chunk_rows}, indent=2))

@@ -98,10 +98,13 @@ def plan_packages(reqs: list[Requirement], installed: dict[str, str]) -> Package
 def check_plan(plan: PackagePlan) -> None:
     """Refuse, in one line and before changing anything, what must not be installed by us."""
     if plan.too_old:
-        found = "; ".join(f"{name} {have} is installed, dreamdist needs {name}{need}"
-                          for name, have, need in plan.too_old)
-        raise Refusal(f"{found}. Nothing was changed: upgrade it yourself if your threestudio environment "
-                      "allows it (see custom/threestudio-dreamdist/README.md), or install with --no-pip")
+        found = "; ".join(
+            f"{name} {have} is installed, dreamdist needs {name}{need}" for name, have, need in plan.too_old
+        )
+        raise Refusal(
+            f"{found}. Nothing was changed: upgrade it yourself if your threestudio environment "
+            "allows it (see custom/threestudio-dreamdist/README.md), or install with --no-pip"
+        )
     for req in plan.missing:
         hint = USER_INSTALLS.get(canonicalize_name(req.name))
         if hint:
@@ -120,13 +123,15 @@ def install_packages(plan: PackagePlan) -> list[str]:
     if plan.missing:
         with tempfile.TemporaryDirectory(prefix="dreamdist-install-") as tmp:
             constraints = Path(tmp) / "installed.txt"
-            constraints.write_text("".join(f"{name}=={ver}\n" for name, ver in sorted(before.items())
-                                           if name != "dreamdist"))
+            constraints.write_text(
+                "".join(f"{name}=={ver}\n" for name, ver in sorted(before.items()) if name != "dreamdist")
+            )
             _pip("install", "--disable-pip-version-check", "-c", str(constraints), *map(str, plan.missing))
     _pip("install", "--disable-pip-version-check", "--no-deps", "-e", str(REPO))
     after = installed_packages()
-    changed = sorted(f"{n} {before[n]} -> {after.get(n)}" for n in before
-                     if n != "dreamdist" and after.get(n) != before[n])
+    changed = sorted(
+        f"{n} {before[n]} -> {after.get(n)}" for n in before if n != "dreamdist" and after.get(n) != before[n]
+    )
     if changed:  # the constraints make this impossible; say so loudly if pip ever does it anyway
         print(f"warning: pip changed installed packages: {', '.join(changed)}", file=sys.stderr)
     return sorted(set(after) - set(before))
@@ -212,8 +217,9 @@ def install(root: Path, copy: bool, force: bool, pip: bool, dry_run: bool) -> No
             print(f"would {'copy' if copy else 'link'} {dst}")
         if plan is not None:
             if plan.missing:
-                print(f"would pip install {' '.join(map(str, plan.missing))}, every installed package held "
-                      "at its version")
+                print(
+                    f"would pip install {' '.join(map(str, plan.missing))}, every installed package held at its version"
+                )
             print(f"would pip install --no-deps -e {REPO}")
         return
     for src, dst in _targets(root):
@@ -256,9 +262,11 @@ def uninstall(root: Path, pip: bool, dry_run: bool) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog=__doc__.split("\n\n", 2)[2])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 2)[2],
+    )
     parser.add_argument("threestudio", type=Path, help="path to a threestudio checkout (has launch.py)")
     parser.add_argument("--copy", action="store_true", help="copy the files instead of linking them")
     parser.add_argument("--uninstall", action="store_true", help="remove what an earlier install created or added")

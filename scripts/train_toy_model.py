@@ -105,7 +105,10 @@ class CaptionTable:
                     self.texts.append(caption_for(s, c, b))
         self.index = {t: i for i, t in enumerate(self.texts)}
         self.ids = tokenizer(
-            self.texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+            self.texts,
+            padding="max_length",
+            max_length=tokenizer.model_max_length,
+            truncation=True,
             return_tensors="pt",
         ).input_ids
 
@@ -270,8 +273,9 @@ def plain_captions() -> list[tuple[str, str, str]]:
 
 
 @torch.no_grad()
-def evaluate(model_dir: Path, per_caption: int, seed: int, guidance: float, steps: int,
-             grid: Path | None = None) -> dict:
+def evaluate(
+    model_dir: Path, per_caption: int, seed: int, guidance: float, steps: int, grid: Path | None = None
+) -> dict:
     """Sample every plain caption ``per_caption`` times; share with the asked colour/shape/both."""
     from diffusers import StableDiffusionPipeline
 
@@ -282,8 +286,15 @@ def evaluate(model_dir: Path, per_caption: int, seed: int, guidance: float, step
     total = 0
     for i, (text, colour, shape) in enumerate(plain_captions()):
         gen = torch.Generator().manual_seed(seed + i)
-        images = pipe([text] * per_caption, height=32, width=32, num_inference_steps=steps,
-                      guidance_scale=guidance, generator=gen, output_type="np").images
+        images = pipe(
+            [text] * per_caption,
+            height=32,
+            width=32,
+            num_inference_steps=steps,
+            guidance_scale=guidance,
+            generator=gen,
+            output_type="np",
+        ).images
         labels = [classify(im) for im in images]
         grid_rows.append(np.concatenate(list(images), axis=1))
         c = sum(lab.colour == colour for lab in labels)
@@ -311,8 +322,9 @@ def evaluate(model_dir: Path, per_caption: int, seed: int, guidance: float, step
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--out", type=Path, default=Path("extensions/dreamdist/toy/model"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (results depend on it)")
@@ -327,8 +339,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--ema", type=float, default=0.998)
     p.add_argument("--min-snr", type=float, default=5.0)
     p.add_argument("--p-uncond", type=float, default=0.1, help="caption dropout for classifier-free guidance")
-    p.add_argument("--p-drop", type=float, nargs=3, default=(0.1, 0.1, 0.5), metavar=("COLOUR", "SHAPE", "BG"),
-                   help="probability of leaving each attribute out of a caption")
+    p.add_argument(
+        "--p-drop",
+        type=float,
+        nargs=3,
+        default=(0.1, 0.1, 0.5),
+        metavar=("COLOUR", "SHAPE", "BG"),
+        help="probability of leaving each attribute out of a caption",
+    )
     p.add_argument("--eval", type=int, default=0, metavar="N", help="after training, sample each plain caption N times")
     p.add_argument("--eval-guidance", type=float, default=7.5)
     p.add_argument("--eval-steps", type=int, default=25)
@@ -367,8 +385,9 @@ def main(argv=None) -> int:
     n_text = sum(p.numel() for p in text_encoder.parameters())
     log(f"UNet {n_unet / 1e6:.2f}M, text encoder {n_text / 1e6:.2f}M params; {len(captions.texts)} captions", t0)
     scheduler = sd_scheduler()
-    unet, text_encoder = train_denoiser(unet, text_encoder, scheduler, latent_mean, latent_std, specs, captions,
-                                        args, t0)
+    unet, text_encoder = train_denoiser(
+        unet, text_encoder, scheduler, latent_mean, latent_std, specs, captions, args, t0
+    )
 
     train_seconds = time.time() - t0
     info = {

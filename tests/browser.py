@@ -25,9 +25,19 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-default-apps", "--disable-extensions", "--autoplay-policy=no-user-gesture-required"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-extensions",
+    "--autoplay-policy=no-user-gesture-required",
+]
 
 _REPORT_JS = """async (waitMs) => {
   // lazy images load only near the viewport: ask for all of them now, then wait for each to settle
@@ -78,8 +88,10 @@ def browser_missing() -> str | None:
     except ImportError:
         return "playwright is not installed (pip install -e '.[test]')"
     if find_chromium() is None:
-        return ("no Chromium found (Debian: apt-get install chromium, which scripts/setup.sh does as root; "
-                "or set DREAMDIST_CHROMIUM=/path/to/chromium)")
+        return (
+            "no Chromium found (Debian: apt-get install chromium, which scripts/setup.sh does as root; "
+            "or set DREAMDIST_CHROMIUM=/path/to/chromium)"
+        )
     return None
 
 
@@ -124,8 +136,13 @@ class PageReport:
         return bad
 
 
-def open_page(path: str | os.PathLike, screenshot: str | os.PathLike | None = None, wait_s: float = 10.0,
-              viewport: tuple[int, int] = (1280, 900), full_page: bool = True) -> PageReport:
+def open_page(
+    path: str | os.PathLike,
+    screenshot: str | os.PathLike | None = None,
+    wait_s: float = 10.0,
+    viewport: tuple[int, int] = (1280, 900),
+    full_page: bool = True,
+) -> PageReport:
     """Load a local page from disk (file://), wait for its images and videos, and report.
 
     screenshot: a PNG path to write (the whole page when full_page). wait_s bounds the wait for media.
@@ -164,7 +181,17 @@ def open_page(path: str | os.PathLike, screenshot: str | os.PathLike | None = No
             version = browser.version
         finally:
             browser.close()
-    return PageReport(url=url, title=info["title"], requests=requests, failed_requests=failed,
-                      images=info["images"], videos=info["videos"], links=info["links"], console_errors=console,
-                      page_errors=errors, screenshot=shot, browser_version=version,
-                      seconds=round(time.monotonic() - start, 2))
+    return PageReport(
+        url=url,
+        title=info["title"],
+        requests=requests,
+        failed_requests=failed,
+        images=info["images"],
+        videos=info["videos"],
+        links=info["links"],
+        console_errors=console,
+        page_errors=errors,
+        screenshot=shot,
+        browser_version=version,
+        seconds=round(time.monotonic() - start, 2),
+    )

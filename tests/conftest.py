@@ -70,8 +70,17 @@ def tiny_encoder(tiny_model_dir):
     return SoftPromptEncoder.from_pretrained(tiny_model_dir)
 
 
-def write_random_distribution(path: Path, encoder, model_dir, k: int = 4, m: int = 2, seed: int = 0,
-                              template: str = "{}", scale: float = 1.0, weights: tuple[float, ...] = (1.0,)) -> Path:
+def write_random_distribution(
+    path: Path,
+    encoder,
+    model_dir,
+    k: int = 4,
+    m: int = 2,
+    seed: int = 0,
+    template: str = "{}",
+    scale: float = 1.0,
+    weights: tuple[float, ...] = (1.0,),
+) -> Path:
     """A distribution file with random learned vectors (scale >> init so the K prompts differ); with
     several ``weights``, a mixture of that many components, component c explaining ``c-0.png``, ``c-1.png``."""
     from dreamdist.distfile import Component, DistributionFile, Fingerprint, save_distribution
@@ -79,39 +88,55 @@ def write_random_distribution(path: Path, encoder, model_dir, k: int = 4, m: int
     g = torch.Generator().manual_seed(seed)
     ctx = torch.randn(len(weights) * k, m, encoder.token_dim, generator=g) * scale
     components = tuple(Component(w, (f"{c}-0.png", f"{c}-1.png")) for c, w in enumerate(weights))
-    dist = DistributionFile(ctx=ctx, base_model=str(model_dir), fingerprint=Fingerprint.of(encoder.text_encoder),
-                            template=template, training={"steps": 0}, image_count=0,
-                            components=components)
+    dist = DistributionFile(
+        ctx=ctx,
+        base_model=str(model_dir),
+        fingerprint=Fingerprint.of(encoder.text_encoder),
+        template=template,
+        training={"steps": 0},
+        image_count=0,
+        components=components,
+    )
     return save_distribution(path, dist)
 
 
 @pytest.fixture(scope="session")
 def tiny_distribution(tmp_path_factory, tiny_encoder, tiny_model_dir) -> Path:
     """A random K=4, M=2 distribution file for the tiny epsilon model."""
-    return write_random_distribution(tmp_path_factory.mktemp("dists") / "random.safetensors", tiny_encoder,
-                                     tiny_model_dir)
+    return write_random_distribution(
+        tmp_path_factory.mktemp("dists") / "random.safetensors", tiny_encoder, tiny_model_dir
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_distribution_b(tmp_path_factory, tiny_encoder, tiny_model_dir) -> Path:
     """A second, different random distribution for mixing tests."""
-    return write_random_distribution(tmp_path_factory.mktemp("dists") / "random_b.safetensors", tiny_encoder,
-                                     tiny_model_dir, seed=1)
+    return write_random_distribution(
+        tmp_path_factory.mktemp("dists") / "random_b.safetensors", tiny_encoder, tiny_model_dir, seed=1
+    )
 
 
 @pytest.fixture(scope="session")
 def tiny_mixture(tmp_path_factory, tiny_encoder, tiny_model_dir) -> Path:
     """A random two-component mixture (weights 0.25 / 0.75), components far apart."""
-    return write_random_distribution(tmp_path_factory.mktemp("dists") / "mixture.safetensors", tiny_encoder,
-                                     tiny_model_dir, seed=5, scale=3.0, weights=(0.25, 0.75))
+    return write_random_distribution(
+        tmp_path_factory.mktemp("dists") / "mixture.safetensors",
+        tiny_encoder,
+        tiny_model_dir,
+        seed=5,
+        scale=3.0,
+        weights=(0.25, 0.75),
+    )
 
 
 @pytest.fixture(scope="session")
 def two_templates(tmp_path_factory, tiny_encoder, tiny_model_dir) -> tuple[Path, Path]:
     """Two files trained in different templates (the vectors are random; the template is what differs)."""
     folder = tmp_path_factory.mktemp("templates")
-    a = write_random_distribution(folder / "photo.safetensors", tiny_encoder, tiny_model_dir, seed=3,
-                                  template="a photo of {}")
-    b = write_random_distribution(folder / "snow.safetensors", tiny_encoder, tiny_model_dir, seed=4,
-                                  template="{} in the snow")
+    a = write_random_distribution(
+        folder / "photo.safetensors", tiny_encoder, tiny_model_dir, seed=3, template="a photo of {}"
+    )
+    b = write_random_distribution(
+        folder / "snow.safetensors", tiny_encoder, tiny_model_dir, seed=4, template="{} in the snow"
+    )
     return a, b

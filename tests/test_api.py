@@ -62,13 +62,38 @@ def test_prompt_embeds_follow_the_formula_and_the_cli_seed_rule(pipe, tiny_distr
 
 def test_api_images_equal_the_cli_images_for_the_same_seeds(pipe, tiny_distribution, tiny_model_dir, tmp_path):
     out = tmp_path / "cli"
-    assert main(["sample", str(tiny_distribution), "--model", str(tiny_model_dir), "--n", "2", "--seed", "3",
-                 "--steps", str(STEPS), "--guidance-scale", "5", "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(tiny_distribution),
+                "--model",
+                str(tiny_model_dir),
+                "--n",
+                "2",
+                "--seed",
+                "3",
+                "--steps",
+                str(STEPS),
+                "--guidance-scale",
+                "5",
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     cli = [np.asarray(Image.open(p).convert("RGB"), dtype=np.int16) for p in sorted(out.glob("seed*.png"))]
     dist = dreamdist.load(tiny_distribution)
     embeds, negative = dist.prompt_embeds(pipe, n=2, seed=3)
-    images = pipe(prompt_embeds=embeds, negative_prompt_embeds=negative, latents=dist.latents(pipe, n=2, seed=3),
-                  num_inference_steps=STEPS, guidance_scale=5.0).images
+    images = pipe(
+        prompt_embeds=embeds,
+        negative_prompt_embeds=negative,
+        latents=dist.latents(pipe, n=2, seed=3),
+        num_inference_steps=STEPS,
+        guidance_scale=5.0,
+    ).images
     assert len(cli) == 2
     for ours, theirs in zip(images, cli):
         assert np.abs(np.asarray(ours, dtype=np.int16) - theirs).max() <= 1
@@ -77,8 +102,7 @@ def test_api_images_equal_the_cli_images_for_the_same_seeds(pipe, tiny_distribut
 def test_other_text_encoder_is_refused_in_one_line(tiny_distribution, other_model_dir):
     from diffusers import StableDiffusionPipeline
 
-    other = StableDiffusionPipeline.from_pretrained(other_model_dir, safety_checker=None,
-                                                    requires_safety_checker=False)
+    other = StableDiffusionPipeline.from_pretrained(other_model_dir, safety_checker=None, requires_safety_checker=False)
     with pytest.raises(FingerprintMismatchError) as err:
         dreamdist.load(tiny_distribution).prompt_embeds(other)
     assert "\n" not in str(err.value) and "trained on" in str(err.value)
@@ -91,8 +115,9 @@ def test_composes_with_img2img(pipe, tiny_distribution):
     img2img.set_progress_bar_config(disable=True)
     embeds, negative = dreamdist.load(tiny_distribution).prompt_embeds(img2img, n=2, seed=0)
     start = Image.new("RGB", (32, 32), (200, 40, 40))
-    images = img2img(image=[start, start], prompt_embeds=embeds, negative_prompt_embeds=negative, strength=0.6,
-                     num_inference_steps=4).images
+    images = img2img(
+        image=[start, start], prompt_embeds=embeds, negative_prompt_embeds=negative, strength=0.6, num_inference_steps=4
+    ).images
     assert len(images) == 2 and images[0].size == (32, 32)
 
 
@@ -104,16 +129,19 @@ def test_mix_follows_paper_eq7(pipe, tiny_distribution, tiny_distribution_b):
     torch.testing.assert_close(embeds[0], mu + standard_normal(mu.shape, 2) * sigma, rtol=1e-5, atol=1e-5)
 
 
-def test_mix_with_per_file_std_scales_and_templates_follows_the_reference_rule(pipe, tiny_encoder, tiny_model_dir,
-                                                                             tmp_path):
+def test_mix_with_per_file_std_scales_and_templates_follows_the_reference_rule(
+    pipe, tiny_encoder, tiny_model_dir, tmp_path
+):
     """Two files trained in different templates, each encoded in its own; sigma_i scaled by s_i
     before the authors' rule sigma = sqrt(sum (a_i s_i sigma_i)^2)."""
     from conftest import write_random_distribution
 
-    a = write_random_distribution(tmp_path / "a.safetensors", tiny_encoder, tiny_model_dir, seed=3,
-                                  template="a photo of {}")
-    b = write_random_distribution(tmp_path / "b.safetensors", tiny_encoder, tiny_model_dir, seed=4,
-                                  template="{} in the snow")
+    a = write_random_distribution(
+        tmp_path / "a.safetensors", tiny_encoder, tiny_model_dir, seed=3, template="a photo of {}"
+    )
+    b = write_random_distribution(
+        tmp_path / "b.safetensors", tiny_encoder, tiny_model_dir, seed=4, template="{} in the snow"
+    )
     mixed = dreamdist.mix([a, dreamdist.load(b)], weights=[0.25, 0.75], rule="reference", std_scale=[2.0, 0.5])
     embeds, _ = mixed.prompt_embeds(pipe, n=1, seed=4, gamma=0.5)
     (mu_a, s_a), (mu_b, s_b) = _gaussian(a, pipe, "a photo of {}"), _gaussian(b, pipe, "{} in the snow")
@@ -129,8 +157,18 @@ def test_train_distribution_returns_the_file(tiny_model_dir, tmp_path):
     refs.mkdir()
     for i in range(2):
         Image.new("RGB", (32, 32), (40 * i, 120, 200)).save(refs / f"{i}.png")
-    path = dreamdist.train_distribution(refs, tiny_model_dir, tmp_path / "d.safetensors", steps=2, num_prompts=2,
-                                        num_tokens=1, samples=1, batch_size=1, device="cpu", progress=False)
+    path = dreamdist.train_distribution(
+        refs,
+        tiny_model_dir,
+        tmp_path / "d.safetensors",
+        steps=2,
+        num_prompts=2,
+        num_tokens=1,
+        samples=1,
+        batch_size=1,
+        device="cpu",
+        progress=False,
+    )
     assert path == tmp_path / "d.safetensors" and load_distribution(path).ctx.shape[:2] == (2, 1)
 
 

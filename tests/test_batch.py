@@ -39,16 +39,30 @@ def env(tmp_path, monkeypatch):
     monkeypatch.setenv("STANDIN_LAUNCH_LOG", str(launches))
     monkeypatch.setenv("STANDIN_LAUNCH_SECONDS", "0.1")
     monkeypatch.setenv("STANDIN_LAUNCH_EXPORT_SECONDS", "0.02")
-    for var in ("STANDIN_LAUNCH_FAIL_SEEDS", "STANDIN_LAUNCH_FAIL_ONCE_SEEDS", "STANDIN_LAUNCH_EMPTY_MESH",
-                "STANDIN_LAUNCH_TEST_SECONDS", "STANDIN_LAUNCH_WORKER"):
+    for var in (
+        "STANDIN_LAUNCH_FAIL_SEEDS",
+        "STANDIN_LAUNCH_FAIL_ONCE_SEEDS",
+        "STANDIN_LAUNCH_EMPTY_MESH",
+        "STANDIN_LAUNCH_TEST_SECONDS",
+        "STANDIN_LAUNCH_WORKER",
+    ):
         monkeypatch.delenv(var, raising=False)
-    return type("Env", (), {"root": root, "dist": dist, "out": tmp_path / "out", "launches": launches,
-                            "tmp": tmp_path})
+    return type("Env", (), {"root": root, "dist": dist, "out": tmp_path / "out", "launches": launches, "tmp": tmp_path})
 
 
 def base_args(env, *extra: str) -> list[str]:
-    return ["--threestudio", str(env.root), "--config", str(CONFIG), "--distribution", str(env.dist),
-            "--out", str(env.out), "--no-progress", *extra]
+    return [
+        "--threestudio",
+        str(env.root),
+        "--config",
+        str(CONFIG),
+        "--distribution",
+        str(env.dist),
+        "--out",
+        str(env.out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def batch(env, *extra: str) -> int:
@@ -93,8 +107,22 @@ def test_seed_and_gpu_lists():
 
 
 def test_six_seeds_on_two_fake_gpus_complete_with_glbs(env, capsys):
-    assert batch(env, "--seeds", "0-5", "--gpus", "0,1", "--export", "--height", "1.5", "--max-faces", "800",
-                 "trainer.max_steps=1234") == 0
+    assert (
+        batch(
+            env,
+            "--seeds",
+            "0-5",
+            "--gpus",
+            "0,1",
+            "--export",
+            "--height",
+            "1.5",
+            "--max-faces",
+            "800",
+            "trainer.max_steps=1234",
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "done              6" in out and "failed            0" in out and "time per asset" in out
 
@@ -126,8 +154,22 @@ def test_six_seeds_on_two_fake_gpus_complete_with_glbs(env, capsys):
 
     # the same command again: everything is done, nothing runs
     n = len(launches(env, "start"))
-    assert batch(env, "--seeds", "0-5", "--gpus", "0,1", "--export", "--height", "1.5", "--max-faces", "800",
-                 "trainer.max_steps=1234") == 0
+    assert (
+        batch(
+            env,
+            "--seeds",
+            "0-5",
+            "--gpus",
+            "0,1",
+            "--export",
+            "--height",
+            "1.5",
+            "--max-faces",
+            "800",
+            "trainer.max_steps=1234",
+        )
+        == 0
+    )
     assert len(launches(env, "start")) == n
     assert "0 to run, 6 already done" in capsys.readouterr().out
 
@@ -190,8 +232,9 @@ def _alive(pid: int) -> bool:
 def test_killed_runner_resumes_without_redoing_or_losing_records(env, sig, monkeypatch):
     monkeypatch.setenv("STANDIN_LAUNCH_SECONDS", "0.4")
     args = base_args(env, "--seeds", "0-5", "--gpus", "0,1")
-    runner = subprocess.Popen([sys.executable, "-m", "dreamdist.batch", *args], stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "dreamdist.batch", *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     manifest_path = env.out / "manifest.jsonl"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and runner.poll() is None:
@@ -245,9 +288,19 @@ def key(rec: dict) -> tuple:
 
 
 def standin(env, mode: str, *extra: str, tag: str = "t", timeout: float = 60) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "launch.py", "--config", str(CONFIG), f"--{mode}",
-           f"system.prompt_processor.distribution={env.dist}", "seed=1", f"tag={tag}", "use_timestamp=false",
-           f"exp_root_dir={env.tmp / 'direct'}", *extra]
+    cmd = [
+        sys.executable,
+        "launch.py",
+        "--config",
+        str(CONFIG),
+        f"--{mode}",
+        f"system.prompt_processor.distribution={env.dist}",
+        "seed=1",
+        f"tag={tag}",
+        "use_timestamp=false",
+        f"exp_root_dir={env.tmp / 'direct'}",
+        *extra,
+    ]
     return subprocess.run(cmd, cwd=env.root, capture_output=True, text=True, timeout=timeout)
 
 
@@ -262,8 +315,12 @@ def test_standin_names_checkpoints_like_lightning_and_runner_finds_this_attempts
     first = ckpt_run(ckpts / "last.ckpt")
     before = attempts.snapshot(ckpts)
     assert standin(env, "train", "trainer.max_steps=100").returncode == 0  # a retry into the stale folder
-    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch=0-step=100-v1.ckpt", "epoch=0-step=100.ckpt",
-                                                       "last-v1.ckpt", "last.ckpt"]
+    assert sorted(p.name for p in ckpts.iterdir()) == [
+        "epoch=0-step=100-v1.ckpt",
+        "epoch=0-step=100.ckpt",
+        "last-v1.ckpt",
+        "last.ckpt",
+    ]
     assert ckpt_run(ckpts / "last.ckpt") == first  # untouched: exporting "last.ckpt" would be stale
     assert attempts.written_checkpoint(ckpts, before) == ckpts / "last-v1.ckpt"
     assert ckpt_run(ckpts / "last-v1.ckpt") != first
@@ -308,8 +365,15 @@ def test_standin_swallows_sigterm_during_export_like_lightning(env, monkeypatch)
     assert standin(env, "train", "trainer.max_steps=10").returncode == 0
     trial = env.tmp / "direct" / "dreamdist-mvdream" / "t"
     monkeypatch.setenv("STANDIN_LAUNCH_EXPORT_SECONDS", "1.0")
-    cmd = [sys.executable, "launch.py", "--config", str(trial / "configs" / "parsed.yaml"), "--export",
-           f"resume={trial / 'ckpts' / 'last.ckpt'}", "system.exporter_type=mesh-exporter"]
+    cmd = [
+        sys.executable,
+        "launch.py",
+        "--config",
+        str(trial / "configs" / "parsed.yaml"),
+        "--export",
+        f"resume={trial / 'ckpts' / 'last.ckpt'}",
+        "system.exporter_type=mesh-exporter",
+    ]
     proc = subprocess.Popen(cmd, cwd=env.root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     _wait_for(lambda: launches(env, "start", "export"), 30, "the export to start")
     time.sleep(0.2)
@@ -368,6 +432,7 @@ def _lightning_pythons() -> list[str]:
     found = [p for p in os.environ.get("DREAMDIST_LIGHTNING_PYTHONS", "").split(os.pathsep) if p]
     try:
         import pytorch_lightning  # noqa: F401
+
         found.insert(0, sys.executable)
     except ImportError:
         pass
@@ -406,14 +471,26 @@ def test_standin_checkpoints_and_sigterm_match_real_lightning(env, tmp_path, pyt
     penv = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
 
     def real_run(max_steps: int, every_n: int, resume: Path | None) -> None:
-        done = subprocess.run([python, str(probe), "fit", str(real), str(max_steps), str(every_n),
-                               *([str(resume)] if resume else [])], capture_output=True, text=True, timeout=300,
-                              env=penv)
+        done = subprocess.run(
+            [python, str(probe), "fit", str(real), str(max_steps), str(every_n), *([str(resume)] if resume else [])],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=penv,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
 
     def standin_run(max_steps: int, every_n: int, resume: Path | None) -> None:
-        assert standin(env, "train", f"trainer.max_steps={max_steps}", f"checkpoint.every_n_train_steps={every_n}",
-                       *([f"resume={resume}"] if resume else [])).returncode == 0
+        assert (
+            standin(
+                env,
+                "train",
+                f"trainer.max_steps={max_steps}",
+                f"checkpoint.every_n_train_steps={every_n}",
+                *([f"resume={resume}"] if resume else []),
+            ).returncode
+            == 0
+        )
 
     seen = _fit_sequence(real_run, real)
     assert seen == _fit_sequence(standin_run, env.tmp / "direct" / "dreamdist-mvdream" / "t" / "ckpts")
@@ -423,8 +500,13 @@ def test_standin_checkpoints_and_sigterm_match_real_lightning(env, tmp_path, pyt
     assert "last.ckpt" not in steps["resume, other checkpoint settings"][1]
 
     # SIGTERM during trainer.predict: Lightning's handler only sets a flag; the export runs to its end
-    proc = subprocess.Popen([python, str(probe), "predict", str(real), "1.5"], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, env=penv)
+    proc = subprocess.Popen(
+        [python, str(probe), "predict", str(real), "1.5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=penv,
+    )
     for line in proc.stdout:
         if "exporting" in line:
             break
@@ -444,8 +526,12 @@ def _wait_for(pred, timeout: float, what: str):
 
 
 def _start_runner(env, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "dreamdist.batch", *base_args(env, *args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "dreamdist.batch", *base_args(env, *args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _kill_runner(env, runner: subprocess.Popen, sig: int) -> tuple[float, set[tuple]]:
@@ -540,8 +626,17 @@ def test_training_stopped_by_someone_elses_sigterm_is_not_taken_as_finished(env,
     """Lightning 2.0 exits 0 after a SIGTERM, leaving a mid-training last.ckpt (saved at validation):
     the runner must not export it as the finished asset; the retry resumes it."""
     monkeypatch.setenv("STANDIN_LAUNCH_SECONDS", "2")
-    args = ("--seeds", "5", "--gpus", "0", "--export", "--retries", "1", "trainer.max_steps=100",
-            "trainer.val_check_interval=10")
+    args = (
+        "--seeds",
+        "5",
+        "--gpus",
+        "0",
+        "--export",
+        "--retries",
+        "1",
+        "trainer.max_steps=100",
+        "trainer.val_check_interval=10",
+    )
     trial = env.out / "threestudio" / "dreamdist-mvdream" / "cats-seed5"
     runner = _start_runner(env, *args)
     _wait_for(lambda: (trial / "ckpts" / "last.ckpt").is_file(), 60, "a mid-training checkpoint")
@@ -553,8 +648,10 @@ def test_training_stopped_by_someone_elses_sigterm_is_not_taken_as_finished(env,
     assert "SIGTERM" in recs[0]["error"] and recs[0]["retry"] is True
     assert recs[1]["resumed_from"] == str(trial / "ckpts" / "last.ckpt")
     train_end = launches(env, "end", "train")
-    assert len(train_end) == 1 and ckpt_run(recs[1]["checkpoint"]) == {"pid": train_end[0]["pid"],
-                                                                      "start": train_end[0]["start"]}
+    assert len(train_end) == 1 and ckpt_run(recs[1]["checkpoint"]) == {
+        "pid": train_end[0]["pid"],
+        "start": train_end[0]["start"],
+    }
     assert train_end[0]["global_step"] == 100
 
 
@@ -587,8 +684,9 @@ def test_seed_lock_is_held_until_the_jobs_last_process_is_gone(tmp_path):
 
     lock = attempts.SeedLock(tmp_path / "s.lock")
     assert lock.acquire(0.0)
-    child = subprocess.Popen(guarded([sys.executable, "-c", "import time; time.sleep(60)"]), start_new_session=True,
-                             pass_fds=(lock.fd,))
+    child = subprocess.Popen(
+        guarded([sys.executable, "-c", "import time; time.sleep(60)"]), start_new_session=True, pass_fds=(lock.fd,)
+    )
     lock.close()  # as if the runner were gone; its job is still alive
     other = attempts.SeedLock(tmp_path / "s.lock")
     with pytest.raises(attempts.SeedBusy, match="another attempt"):
@@ -620,32 +718,39 @@ def test_dry_run_prints_exact_commands_and_writes_nothing(env, capsys):
     assert batch(env, "--seeds", "0-2", "--gpus", "0,1", "--export", "--dry-run", "trainer.max_steps=500") == 0
     out = capsys.readouterr().out
     trial = env.out.resolve() / "threestudio" / "dreamdist-mvdream" / "cats-seed2"
-    train = (f"cd {env.root} && CUDA_VISIBLE_DEVICES=0 {sys.executable} launch.py --config {CONFIG} --train --gpu 0 "
-             f"system.prompt_processor.distribution={env.dist} seed=2 tag=cats-seed2 use_timestamp=false "
-             f"exp_root_dir={env.out.resolve() / 'threestudio'} trainer.max_steps=500")
+    train = (
+        f"cd {env.root} && CUDA_VISIBLE_DEVICES=0 {sys.executable} launch.py --config {CONFIG} --train --gpu 0 "
+        f"system.prompt_processor.distribution={env.dist} seed=2 tag=cats-seed2 use_timestamp=false "
+        f"exp_root_dir={env.out.resolve() / 'threestudio'} trainer.max_steps=500"
+    )
     assert train in out
     # the checkpoint is found after training (never a name guessed in advance): a placeholder here
-    export = (f"CUDA_VISIBLE_DEVICES=0 {sys.executable} launch.py --config {trial}/configs/parsed.yaml --export "
-              f"--gpu 0 'resume={trial}/ckpts/<checkpoint-written-by-the-training>.ckpt' "
-              "system.exporter_type=mesh-exporter")
+    export = (
+        f"CUDA_VISIBLE_DEVICES=0 {sys.executable} launch.py --config {trial}/configs/parsed.yaml --export "
+        f"--gpu 0 'resume={trial}/ckpts/<checkpoint-written-by-the-training>.ckpt' "
+        "system.exporter_type=mesh-exporter"
+    )
     assert export in out
     assert "CUDA_VISIBLE_DEVICES=1" in out
     assert f"dreamdist export-mesh '{trial}/save/it<N>-export/model.obj' {env.out.resolve()}/glb/cats-seed2.glb" in out
     assert not env.out.exists() and not env.launches.exists()
 
 
-@pytest.mark.parametrize("change,needle", [
-    (("--threestudio", "{tmp}/nowhere"), "no such folder"),
-    (("--threestudio", "{tmp}"), "no launch.py"),
-    (("--config", "configs/nope.yaml"), "--config configs/nope.yaml: no such file"),
-    (("--seeds", "5-2"), "runs backwards"),
-    (("--gpus", ""), "--gpus is empty"),
-    (("--distribution", "{tmp}/missing.safetensors"), "no such file"),
-    (("seed=3",), "use --seeds"),
-    (("max_steps",), "not KEY=VALUE"),
-    (("--up", "sideways", "--export"), "--up"),
-    (("--backend", "ray"), "--address"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (("--threestudio", "{tmp}/nowhere"), "no such folder"),
+        (("--threestudio", "{tmp}"), "no launch.py"),
+        (("--config", "configs/nope.yaml"), "--config configs/nope.yaml: no such file"),
+        (("--seeds", "5-2"), "runs backwards"),
+        (("--gpus", ""), "--gpus is empty"),
+        (("--distribution", "{tmp}/missing.safetensors"), "no such file"),
+        (("seed=3",), "use --seeds"),
+        (("max_steps",), "not KEY=VALUE"),
+        (("--up", "sideways", "--export"), "--up"),
+        (("--backend", "ray"), "--address"),
+    ],
+)
 def test_bad_input_is_refused_before_any_job(env, capsys, change, needle):
     args = base_args(env, "--seeds", "0-1", "--gpus", "0,1")
     change = [c.replace("{tmp}", str(env.tmp)) for c in change]
@@ -665,8 +770,22 @@ def test_resuming_with_other_settings_is_refused(env, capsys, tmp_path):
     assert batch(env, "--seeds", "0", "--gpus", "0") == 0
     other = tmp_path / "dogs.safetensors"
     other.write_bytes(b"x")
-    rc = main(["batch", "--threestudio", str(env.root), "--config", str(CONFIG), "--distribution", str(other),
-               "--out", str(env.out), "--seeds", "0-1", "--no-progress"])
+    rc = main(
+        [
+            "batch",
+            "--threestudio",
+            str(env.root),
+            "--config",
+            str(CONFIG),
+            "--distribution",
+            str(other),
+            "--out",
+            str(env.out),
+            "--seeds",
+            "0-1",
+            "--no-progress",
+        ]
+    )
     assert rc == 2 and "other settings" in capsys.readouterr().err
 
 
@@ -686,8 +805,20 @@ def test_torn_manifest_tail_is_skipped_and_closed(env):
 
 def test_ray_backend_runs_the_same_batch(env, capsys):
     pytest.importorskip("ray")
-    rc = batch(env, "--seeds", "0-5", "--backend", "ray", "--address", "local", "--ray-gpus-per-task", "0",
-               "--ray-cpus-per-task", "1", "--export")
+    rc = batch(
+        env,
+        "--seeds",
+        "0-5",
+        "--backend",
+        "ray",
+        "--address",
+        "local",
+        "--ray-gpus-per-task",
+        "0",
+        "--ray-cpus-per-task",
+        "1",
+        "--export",
+    )
     out = capsys.readouterr().out
     assert rc == 0, out
     final = final_status(env)

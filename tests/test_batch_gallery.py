@@ -27,8 +27,14 @@ from dreamdist.cli import main
 REPO = Path(__file__).resolve().parents[1]
 STANDIN = Path(__file__).parent / "standin_threestudio_launch"
 CONFIG = REPO / "configs" / "dreamdist-mvdream.yaml"
-STANDIN_VARS = ("STANDIN_LAUNCH_FAIL_SEEDS", "STANDIN_LAUNCH_FAIL_ONCE_SEEDS", "STANDIN_LAUNCH_EMPTY_MESH",
-                "STANDIN_LAUNCH_TEST_SECONDS", "STANDIN_LAUNCH_WORKER", "STANDIN_LAUNCH_LOG")
+STANDIN_VARS = (
+    "STANDIN_LAUNCH_FAIL_SEEDS",
+    "STANDIN_LAUNCH_FAIL_ONCE_SEEDS",
+    "STANDIN_LAUNCH_EMPTY_MESH",
+    "STANDIN_LAUNCH_TEST_SECONDS",
+    "STANDIN_LAUNCH_WORKER",
+    "STANDIN_LAUNCH_LOG",
+)
 SEEDS, FAILING = [0, 1, 2], 1
 
 
@@ -52,8 +58,14 @@ class Tiles(HTMLParser):
             if key in a:
                 self.urls.append(a[key])
         if tag == "article":
-            self._tile = {"status": a["data-status"], "links": {}, "img": None, "video": None, "text": "",
-                          "commands": ""}
+            self._tile = {
+                "status": a["data-status"],
+                "links": {},
+                "img": None,
+                "video": None,
+                "text": "",
+                "commands": "",
+            }
             self.tiles[int(a["data-seed"])] = self._tile
         elif self._tile is not None:
             if tag == "a" and "class" in a:
@@ -102,8 +114,19 @@ def make_env(root_dir: Path, mp) -> types.SimpleNamespace:
 
 
 def args(env, *extra: str) -> list[str]:
-    return ["batch", "--threestudio", str(env.root), "--config", str(CONFIG), "--distribution", str(env.dist),
-            "--out", str(env.out), "--no-progress", *extra]
+    return [
+        "batch",
+        "--threestudio",
+        str(env.root),
+        "--config",
+        str(CONFIG),
+        "--distribution",
+        str(env.dist),
+        "--out",
+        str(env.out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -185,8 +208,13 @@ def test_regenerate_commands_remake_the_seed(run):
     glb.unlink()
     env = {k: v for k, v in os.environ.items() if k not in STANDIN_VARS}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # the `dreamdist` command
-    proc = subprocess.run(["bash", "-c", script], env={**env, "STANDIN_LAUNCH_SECONDS": "0.05"}, capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        ["bash", "-c", script],
+        env={**env, "STANDIN_LAUNCH_SECONDS": "0.05"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (trial / "save" / "it100-test" / "0.png").is_file() and (trial / "ckpts" / "last.ckpt").is_file()
     assert (trial / "save" / "it100-export" / "model.obj").is_file() and glb.is_file()
@@ -205,8 +233,9 @@ def test_gallery_only_rewrites_the_page_and_runs_nothing(run, capsys, monkeypatc
     assert not rewritten.refresh and "--export" in rewritten.tiles[0]["commands"]
 
     empty = build_spec(run.env.root, str(CONFIG), [run.env.dist], run.env.out.parent / "nothing")
-    assert main(args(types.SimpleNamespace(**{**vars(run.env), "out": empty.out}), "--seeds", "0",
-                     "--gallery-only")) == 2
+    assert (
+        main(args(types.SimpleNamespace(**{**vars(run.env), "out": empty.out}), "--seeds", "0", "--gallery-only")) == 2
+    )
     assert "no manifest.jsonl there" in capsys.readouterr().err and not empty.out.exists()
 
 
@@ -233,8 +262,16 @@ def test_statuses_come_from_the_manifest(tmp_path, monkeypatch):
         {"seed": 6, "status": "failed", "attempt": 1, "stage": "lock", "error": "not run: busy", "wall_s": 0.1},
     ]
     tiles = {t.seed: t for t in gallery.collect_tiles(spec, [7], records)}
-    assert {s: t.status for s, t in tiles.items()} == {0: "interrupted", 1: "running", 2: "pending", 3: "done",
-                                                       4: "interrupted", 5: "pending", 6: "failed", 7: "pending"}
+    assert {s: t.status for s, t in tiles.items()} == {
+        0: "interrupted",
+        1: "running",
+        2: "pending",
+        3: "done",
+        4: "interrupted",
+        5: "pending",
+        6: "failed",
+        7: "pending",
+    }
     assert tiles[2].detail == "attempt 1 failed, retry queued" and tiles[1].detail == "attempt 1, GPU 1"
     assert tiles[3].still == new / "0.png" and tiles[3].frame_count == 2 and tiles[3].video.name == "it7-test.mp4"
     assert tiles[3].glb == glb and tiles[6].error == "lock: not run: busy" and "export" in tiles[4].error
@@ -252,8 +289,10 @@ def test_statuses_come_from_the_manifest(tmp_path, monkeypatch):
 def test_gallery_loads_in_a_real_browser_from_disk(run, tmp_path):
     out = run.env.out
     report = open_page(out / "gallery.html", screenshot=tmp_path / "gallery.png")
-    print(f"\nbrowser: Chromium {report.browser_version}, {len(report.requests)} requests, {report.seconds} s; "
-          f"screenshot {report.screenshot}")
+    print(
+        f"\nbrowser: Chromium {report.browser_version}, {len(report.requests)} requests, {report.seconds} s; "
+        f"screenshot {report.screenshot}"
+    )
     assert report.outside(out) == [] and report.failed_requests == []  # only file:// under OUT, all found
     assert report.console_errors == [] and report.page_errors == []
     assert report.broken_images == [] and len(report.images) == 2  # the still of every finished seed

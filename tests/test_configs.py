@@ -87,8 +87,17 @@ def load(kind: str, *cli: str) -> DictConfig:
 
 # The config keys whose values are names looked up with threestudio.find (BaseLift3DSystem's and
 # launch.py's); other *_type keys (geometry.normal_type...) are plain options.
-REGISTRY_KEYS = {"data_type", "system_type", "geometry_type", "material_type", "background_type", "renderer_type",
-                 "guidance_type", "prompt_processor_type", "exporter_type"}
+REGISTRY_KEYS = {
+    "data_type",
+    "system_type",
+    "geometry_type",
+    "material_type",
+    "background_type",
+    "renderer_type",
+    "guidance_type",
+    "prompt_processor_type",
+    "exporter_type",
+}
 
 
 def types_named(node, path="") -> dict[str, str]:
@@ -114,8 +123,12 @@ def test_config_parses_and_names_the_distribution_and_seed(kind):
     assert cfg.system.prompt_processor_type == "dreamdist-prompt-processor"
     assert pp.prompt == "{}" and pp.std_scale == 1.0 and pp.mix_rule == "paper"
     assert pp.pretrained_model_name_or_path == "stabilityai/stable-diffusion-2-1-base"
-    mixed = load(kind, "system.prompt_processor.distribution=[a.safetensors,b.safetensors]",
-                 "system.prompt_processor.distribution_weights=[0.3,0.7]", "seed=2")
+    mixed = load(
+        kind,
+        "system.prompt_processor.distribution=[a.safetensors,b.safetensors]",
+        "system.prompt_processor.distribution_weights=[0.3,0.7]",
+        "seed=2",
+    )
     assert mixed.tag == "a+b-seed2" and list(mixed.system.prompt_processor.distribution_weights) == [0.3, 0.7]
     trained = load(kind, "system.prompt_processor.reference_images=refs/photos", "seed=0")
     assert trained.tag == "ref-photos-seed0"
@@ -199,8 +212,10 @@ def test_types_and_guidance_keys_exist_in_real_threestudio_mvdream():
     if not root and os.environ.get("DREAMDIST_THREESTUDIO_ROOT"):
         root = str(Path(os.environ["DREAMDIST_THREESTUDIO_ROOT"]) / "custom" / "threestudio-mvdream")
     if not root or not Path(root).is_dir():
-        pytest.skip("no threestudio-mvdream checkout (DREAMDIST_THREESTUDIO_MVDREAM_ROOT): checked against the "
-                    "built-in list only")
+        pytest.skip(
+            "no threestudio-mvdream checkout (DREAMDIST_THREESTUDIO_MVDREAM_ROOT): checked against the "
+            "built-in list only"
+        )
     names = registered_in(Path(root))
     assert MVDREAM <= names, sorted(MVDREAM - names)
     fields = config_fields(Path(root) / "guidance" / "mvdream_guidance.py", "mvdream-multiview-diffusion-guidance")

@@ -79,8 +79,9 @@ def test_mix_of_two_templates_and_scales_matches_the_formulas(two_templates, tin
     a, b = two_templates
     weights, scales = [0.7, 0.3], [1.0, 0.5]
     dist = PromptDistribution.from_files([a, b], tiny_encoder, weights, rule, std_scale=scales)
-    (mu_a, s_a), (mu_b, s_b) = (_fit_by_hand(p, tiny_encoder, asked or own)
-                                for p, own in ((a, "a photo of {}"), (b, "{} in the snow")))
+    (mu_a, s_a), (mu_b, s_b) = (
+        _fit_by_hand(p, tiny_encoder, asked or own) for p, own in ((a, "a photo of {}"), (b, "{} in the snow"))
+    )
     mu = 0.7 * mu_a + 0.3 * mu_b
     if rule == "paper":
         sigma = np.sqrt(0.7) * 1.0 * s_a + np.sqrt(0.3) * 0.5 * s_b

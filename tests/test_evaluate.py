@@ -39,8 +39,9 @@ def tiny_encoder_dirs(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("encoders")
     torch.manual_seed(0)
-    common = dict(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-                  image_size=32, patch_size=8)
+    common = dict(
+        hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8
+    )
     CLIPVisionModelWithProjection(CLIPVisionConfig(projection_dim=16, **common)).save_pretrained(root / "clip")
     CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(root / "clip")
     ViTModel(ViTConfig(**common), add_pooling_layer=False).save_pretrained(root / "dino")
@@ -104,8 +105,9 @@ def test_frechet_distance_is_float64_exact_where_float32_is_not():
     a, b = np.full(4, 1e6), np.full(4, (1e3 + 1e-3) ** 2)
     zero = np.zeros(4)
     assert M.frechet_distance(zero, np.diag(a), zero, np.diag(b)) == pytest.approx(4e-6, rel=1e-3)
-    assert M.frechet_distance(zero.astype(np.float32), np.diag(a).astype(np.float32), zero,
-                              np.diag(b).astype(np.float32)) == pytest.approx(0.0, abs=1.0)  # accepts float32 input
+    assert M.frechet_distance(
+        zero.astype(np.float32), np.diag(a).astype(np.float32), zero, np.diag(b).astype(np.float32)
+    ) == pytest.approx(0.0, abs=1.0)  # accepts float32 input
 
 
 def test_frechet_distance_of_samples_converges_to_the_gaussians_closed_form():
@@ -263,8 +265,9 @@ def test_inception_encoder_feeds_uint8_images_in_same_size_batches(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec("torch_fidelity") is not None, reason="torch-fidelity is installed")
 def test_fid_without_torch_fidelity_names_the_extra(toy_folders, capsys):
-    assert main(["evaluate", str(toy_folders["gen"]), str(toy_folders["refs"]), "--metrics", "fid",
-                 "--no-progress"]) == 2
+    assert (
+        main(["evaluate", str(toy_folders["gen"]), str(toy_folders["refs"]), "--metrics", "fid", "--no-progress"]) == 2
+    )
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and 'pip install "dreamdist[evaluate]"' in err
 
@@ -281,14 +284,17 @@ def test_evaluate_groups_equals_the_formulas_on_the_encoders_features(tiny_encod
     settings = EvaluateSettings(progress=False, k=3)
     groups = [ImageGroup("all", gen), ImageGroup("first four", gen[:4])]
     report = evaluate_groups(groups, refs, settings, encoders={"clip": clip, "dino": dino, "inception": inception})
-    f = {name: (e.embed(refs, False), e.embed(gen, False)) for name, e in
-         (("clip", clip), ("dino", dino), ("inception", inception))}
+    f = {
+        name: (e.embed(refs, False), e.embed(gen, False))
+        for name, e in (("clip", clip), ("dino", dino), ("inception", inception))
+    }
     row = report.rows[0].values
     assert row["fid"] == pytest.approx(M.frechet_distance_of_features(f["inception"][1], f["inception"][0]))
     assert row["clip-i"] == pytest.approx(M.mean_cosine(f["clip"][1], f["clip"][0]))
     assert row["dino"] == pytest.approx(M.mean_cosine(f["dino"][1], f["dino"][0]))
     assert (row["density"], row["coverage"]) == pytest.approx(
-        naive_density_coverage(f["inception"][0], f["inception"][1], 3))
+        naive_density_coverage(f["inception"][0], f["inception"][1], 3)
+    )
     assert report.rows[1].n == 4
     assert report.rows[1].values["clip-i"] == pytest.approx(M.mean_cosine(f["clip"][1][:4], f["clip"][0]))
     table = format_table(report)
@@ -296,14 +302,21 @@ def test_evaluate_groups_equals_the_formulas_on_the_encoders_features(tiny_encod
 
 
 def test_evaluate_command_json_and_table(tiny_encoder_dirs, toy_folders, capsys):
-    argv = ["evaluate", str(toy_folders["gen"]), str(toy_folders["refs"]), *tiny_flags(tiny_encoder_dirs),
-            "--fid-features", "clip", "--dc-features", "dino"]
+    argv = [
+        "evaluate",
+        str(toy_folders["gen"]),
+        str(toy_folders["refs"]),
+        *tiny_flags(tiny_encoder_dirs),
+        "--fid-features",
+        "clip",
+        "--dc-features",
+        "dino",
+    ]
     assert main([*argv, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["references"]["images"] == 8
     [row] = out["rows"]
-    assert row["images"] == 6 and set(row["metrics"]) == {"fid", "clip-i", "dino", "density", "coverage",
-                                                          "diversity"}
+    assert row["images"] == 6 and set(row["metrics"]) == {"fid", "clip-i", "dino", "density", "coverage", "diversity"}
     assert all(isinstance(v, float) for v in row["metrics"].values())
     assert -1 <= row["metrics"]["clip-i"] <= 1 and 0 <= row["metrics"]["coverage"] <= 1
     assert main(argv) == 0
@@ -314,16 +327,30 @@ def test_evaluate_command_json_and_table(tiny_encoder_dirs, toy_folders, capsys)
 
 
 def test_too_few_references_for_density_is_reported_not_fatal(tiny_encoder_dirs, toy_folders, capsys):
-    argv = ["evaluate", str(toy_folders["gen"]), str(toy_folders["refs"]), *tiny_flags(tiny_encoder_dirs),
-            "--metrics", "clip-i", "density", "coverage", "--dc-features", "clip", "--k", "8", "--json"]
+    argv = [
+        "evaluate",
+        str(toy_folders["gen"]),
+        str(toy_folders["refs"]),
+        *tiny_flags(tiny_encoder_dirs),
+        "--metrics",
+        "clip-i",
+        "density",
+        "coverage",
+        "--dc-features",
+        "clip",
+        "--k",
+        "8",
+        "--json",
+    ]
     assert main(argv) == 0
     row = json.loads(capsys.readouterr().out)["rows"][0]
     assert row["metrics"]["density"] is None and "more than k=8" in row["notes"]["density"]
     assert row["metrics"]["clip-i"] is not None
 
 
-def test_evaluate_reads_a_sweep_gamma_folder_one_row_per_gamma(tmp_path, tiny_model_dir, tiny_distribution,
-                                                                 tiny_encoder_dirs, toy_folders, capsys):
+def test_evaluate_reads_a_sweep_gamma_folder_one_row_per_gamma(
+    tmp_path, tiny_model_dir, tiny_distribution, tiny_encoder_dirs, toy_folders, capsys
+):
     from dreamdist.sampling import sweep_gamma
 
     out = tmp_path / "sweep"
@@ -332,8 +359,16 @@ def test_evaluate_reads_a_sweep_gamma_folder_one_row_per_gamma(tmp_path, tiny_mo
     assert [g.label for g in groups] == ["random gamma 0", "random gamma 1.5"]
     assert all(len(g.paths) == 3 and not any(p.name == "grid.png" for p in g.paths) for g in groups)
     assert groups[1].info["gamma"] == 1.5 and groups[1].info["distributions"] == ["random"]
-    argv = ["evaluate", str(out), str(toy_folders["gen"]), str(toy_folders["refs"]), *tiny_flags(tiny_encoder_dirs),
-            "--metrics", "clip-i", "dino"]
+    argv = [
+        "evaluate",
+        str(out),
+        str(toy_folders["gen"]),
+        str(toy_folders["refs"]),
+        *tiny_flags(tiny_encoder_dirs),
+        "--metrics",
+        "clip-i",
+        "dino",
+    ]
     assert main(argv) == 0
     table = capsys.readouterr().out
     assert "random gamma 0 " in table and "random gamma 1.5" in table and "distribution random" in table
@@ -350,8 +385,11 @@ def test_mix_manifest_gives_one_group_per_weight(tmp_path):
             Image.new("RGB", (8, 8)).save(folder / name)
             entries.append({"file": name, "seed": s, "gamma": 1.0, "index": s, "weights": [1 - w, w], "column": c})
     Image.new("RGB", (8, 8)).save(folder / "grid.png")
-    (folder / "manifest.json").write_text(json.dumps({"command": "mix", "files": ["/x/a.safetensors",
-                                                      "/x/b.safetensors"], "template": "{}", "images": entries}))
+    (folder / "manifest.json").write_text(
+        json.dumps(
+            {"command": "mix", "files": ["/x/a.safetensors", "/x/b.safetensors"], "template": "{}", "images": entries}
+        )
+    )
     groups = generated_groups(folder)
     assert [g.label for g in groups] == ["a+b 1.00 / 0.00", "a+b 0.50 / 0.50", "a+b 0.00 / 1.00"]
     assert [len(g.paths) for g in groups] == [2, 2, 2]
@@ -390,8 +428,18 @@ def test_bad_folders_are_one_line_errors(case, tmp_path, toy_folders, tiny_encod
 
 
 def test_unloadable_model_is_a_one_line_error(toy_folders, tmp_path, capsys):
-    rc = main(["evaluate", str(toy_folders["gen"]), str(toy_folders["refs"]), "--metrics", "dino",
-               "--dino-model", str(tmp_path / "no-model"), "--no-progress"])
+    rc = main(
+        [
+            "evaluate",
+            str(toy_folders["gen"]),
+            str(toy_folders["refs"]),
+            "--metrics",
+            "dino",
+            "--dino-model",
+            str(tmp_path / "no-model"),
+            "--no-progress",
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and "--dino-model" in err
 
@@ -400,8 +448,15 @@ def test_help_names_the_default_encoders_and_downloads(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])
     text = capsys.readouterr().out
-    for word in ("openai/clip-vit-base-patch32", "facebook/dino-vits16", "Inception-v3", "download",
-                 'pip install "dreamdist[evaluate]"', "k=5", "manifest.json"):
+    for word in (
+        "openai/clip-vit-base-patch32",
+        "facebook/dino-vits16",
+        "Inception-v3",
+        "download",
+        'pip install "dreamdist[evaluate]"',
+        "k=5",
+        "manifest.json",
+    ):
         assert word in text
 
 
@@ -418,8 +473,11 @@ def batch_out(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         env = make_env(tmp_path_factory.mktemp("batch-eval"), mp)
         mp.setenv("STANDIN_LAUNCH_FAIL_SEEDS", "1")
-        code = main(batch_args(env, "--seeds", "0-2", "--gpus", "0", "--retries", "0", "trainer.max_steps=10",
-                               "data.n_test_views=3"))
+        code = main(
+            batch_args(
+                env, "--seeds", "0-2", "--gpus", "0", "--retries", "0", "trainer.max_steps=10", "data.n_test_views=3"
+            )
+        )
     assert code == 1  # seed 1 failed
     return env.out
 
@@ -439,8 +497,17 @@ def test_batch_folder_is_one_row_of_front_stills(batch_out, tiny_encoder_dirs, t
         assert w == 3 * h  # comp_rgb | comp_normal | opacity
         np.testing.assert_array_equal(np.asarray(Image.open(crop).convert("RGB")), full[:, :h])  # the colour panel
 
-    argv = ["evaluate", str(batch_out), str(toy_folders["gen"]), str(toy_folders["refs"]),
-            *tiny_flags(tiny_encoder_dirs), "--fid-features", "clip", "--dc-features", "clip"]
+    argv = [
+        "evaluate",
+        str(batch_out),
+        str(toy_folders["gen"]),
+        str(toy_folders["refs"]),
+        *tiny_flags(tiny_encoder_dirs),
+        "--fid-features",
+        "clip",
+        "--dc-features",
+        "clip",
+    ]
     assert main([*argv, "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     batch, folder = out["rows"]
@@ -461,9 +528,12 @@ def test_batch_folder_is_one_row_of_front_stills(batch_out, tiny_encoder_dirs, t
 
 def test_one_image_has_no_diversity(tiny_encoder_dirs, toy_folders):
     one = [sorted(toy_folders["gen"].glob("*.png"))[0]]
-    report = evaluate_groups([ImageGroup("one", one)], sorted(toy_folders["refs"].glob("*.png")),
-                             EvaluateSettings(metrics=("clip-i", "diversity"), progress=False),
-                             encoders={"clip": HubImageEncoder("clip", tiny_encoder_dirs["clip"])})
+    report = evaluate_groups(
+        [ImageGroup("one", one)],
+        sorted(toy_folders["refs"].glob("*.png")),
+        EvaluateSettings(metrics=("clip-i", "diversity"), progress=False),
+        encoders={"clip": HubImageEncoder("clip", tiny_encoder_dirs["clip"])},
+    )
     row = report.rows[0]
     assert row.values["diversity"] is None and "at least 2" in row.notes["diversity"]
     assert row.values["clip-i"] is not None
@@ -472,8 +542,11 @@ def test_one_image_has_no_diversity(tiny_encoder_dirs, toy_folders):
 def test_batch_folder_with_no_finished_seed_is_one_line(tmp_path, toy_folders, tiny_encoder_dirs, capsys):
     out = tmp_path / "batch"
     out.mkdir()
-    records = [{"event": "batch", "seeds": "0-1", "settings": {"distributions": ["/x/cats.safetensors"]}},
-               {"seed": 0, "status": "running", "attempt": 1}, {"seed": 1, "status": "failed", "attempt": 1}]
+    records = [
+        {"event": "batch", "seeds": "0-1", "settings": {"distributions": ["/x/cats.safetensors"]}},
+        {"seed": 0, "status": "running", "attempt": 1},
+        {"seed": 1, "status": "failed", "attempt": 1},
+    ]
     (out / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     rc = main(["evaluate", str(out), str(toy_folders["refs"]), *tiny_flags(tiny_encoder_dirs), "--metrics", "clip-i"])
     err = capsys.readouterr().err.strip()

@@ -37,9 +37,16 @@ def world(tmp_path_factory, tiny_model_dir):
     refs = root / "refs"
     save_reference_set(refs, [random_spec(rng) for _ in range(3)], seed=0)
     dist = root / "dist.safetensors"
-    train_distribution(refs, str(tiny_model_dir), dist, TrainConfig(num_prompts=3, num_tokens=2, samples=2, steps=2,
-                                                                    batch_size=2), device="cpu", progress=False,
-                       checkpoint=False, log_csv=False)
+    train_distribution(
+        refs,
+        str(tiny_model_dir),
+        dist,
+        TrainConfig(num_prompts=3, num_tokens=2, samples=2, steps=2, batch_size=2),
+        device="cpu",
+        progress=False,
+        checkpoint=False,
+        log_csv=False,
+    )
     return {"refs": Path(refs), "dist": dist, "model": Path(tiny_model_dir)}
 
 
@@ -82,15 +89,66 @@ def test_cli_finetune_then_sample_with_the_folder(world, tmp_path, capsys):
     from dreamdist.cli import main
 
     out = tmp_path / "cli-ft"
-    assert main(["finetune", str(world["dist"]), str(world["refs"]), "--out", str(out), "--model",
-                 str(world["model"]), "--steps", "2", "--samples", "2", "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "finetune",
+                str(world["dist"]),
+                str(world["refs"]),
+                "--out",
+                str(out),
+                "--model",
+                str(world["model"]),
+                "--steps",
+                "2",
+                "--samples",
+                "2",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert (out / INFO_NAME).is_file()
     samples = tmp_path / "samples"
-    assert main(["sample", str(world["dist"]), "--model", str(out), "--n", "2", "--steps", "2", "--device", "cpu",
-                 "--out", str(samples), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(world["dist"]),
+                "--model",
+                str(out),
+                "--n",
+                "2",
+                "--steps",
+                "2",
+                "--device",
+                "cpu",
+                "--out",
+                str(samples),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert len(list(samples.glob("*.png"))) >= 2
-    assert main(["finetune", str(world["dist"]), str(world["refs"]), "--out", str(out), "--model",
-                 str(world["model"]), "--steps", "2"]) == 2  # exists: refused without --force
+    assert (
+        main(
+            [
+                "finetune",
+                str(world["dist"]),
+                str(world["refs"]),
+                "--out",
+                str(out),
+                "--model",
+                str(world["model"]),
+                "--steps",
+                "2",
+            ]
+        )
+        == 2
+    )  # exists: refused without --force
     assert "exists" in capsys.readouterr().err
 
 
@@ -127,8 +185,15 @@ def test_refuses_another_text_encoder(world, tmp_path, other_model_dir):
     from dreamdist.errors import FingerprintMismatchError
 
     with pytest.raises(FingerprintMismatchError):
-        finetune(world["dist"], world["refs"], tmp_path / "ft", _quick(), model=str(other_model_dir), device="cpu",
-                 progress=False)
+        finetune(
+            world["dist"],
+            world["refs"],
+            tmp_path / "ft",
+            _quick(),
+            model=str(other_model_dir),
+            device="cpu",
+            progress=False,
+        )
     assert not any(tmp_path.iterdir())
 
 
@@ -169,15 +234,18 @@ def test_prior_preservation_draws_class_images_once(world, tmp_path):
     assert second.class_images_made == 0
     assert stamps == {p.name: p.stat().st_mtime_ns for p in class_dir.glob("*.png")}
     with pytest.raises(InputError, match="class images made otherwise"):
-        _run(world, tmp_path / "c", _quick(class_prompt="a blue circle", class_images=3, class_steps=2),
-             class_dir=class_dir)
+        _run(
+            world,
+            tmp_path / "c",
+            _quick(class_prompt="a blue circle", class_images=3, class_steps=2),
+            class_dir=class_dir,
+        )
 
 
 def test_bad_settings_name_the_flag(world, tmp_path, capsys):
     from dreamdist.cli import main
 
-    assert main(["finetune", str(world["dist"]), str(world["refs"]), "--out", str(tmp_path / "x"),
-                 "--steps", "0"]) == 2
+    assert main(["finetune", str(world["dist"]), str(world["refs"]), "--out", str(tmp_path / "x"), "--steps", "0"]) == 2
     assert "--steps must be at least 1" in capsys.readouterr().err
     assert not os.listdir(tmp_path)
 
@@ -188,12 +256,26 @@ def test_a_mixture_conditions_each_image_on_its_own_component(world, tmp_path):
     from dreamdist.train import TrainConfig, train_distribution
 
     mixture = tmp_path / "mixture.safetensors"
-    train_distribution(world["refs"], str(world["model"]), mixture,
-                       TrainConfig(num_prompts=3, num_tokens=2, samples=1, steps=2, batch_size=2, components=2),
-                       device="cpu", progress=False, checkpoint=False, log_csv=False)
+    train_distribution(
+        world["refs"],
+        str(world["model"]),
+        mixture,
+        TrainConfig(num_prompts=3, num_tokens=2, samples=1, steps=2, batch_size=2, components=2),
+        device="cpu",
+        progress=False,
+        checkpoint=False,
+        log_csv=False,
+    )
     owner = {n: c for c, comp in enumerate(load_distribution(mixture).components) for n in comp.images}
-    trainer = FinetuneTrainer(mixture, world["refs"], tmp_path / "ft", _quick(gamma=0.0), model=str(world["model"]),
-                              device="cpu", progress=False)
+    trainer = FinetuneTrainer(
+        mixture,
+        world["refs"],
+        tmp_path / "ft",
+        _quick(gamma=0.0),
+        model=str(world["model"]),
+        device="cpu",
+        progress=False,
+    )
     assert trainer.image_component.tolist() == [owner[p.name] for p in trainer.image_paths]
     draws = trainer.draw()
     cond = trainer.conditioning(draws)  # gamma 0: each image's component mean

@@ -15,10 +15,22 @@ from packaging.requirements import Requirement
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "install_threestudio_extension.py"
 # A threestudio v0.2.3 environment as its requirements make it (what matters to dreamdist's floors).
-THREESTUDIO_ENV = {"torch": "2.0.1+cu118", "transformers": "4.28.1", "diffusers": "0.19.3", "safetensors": "0.3.3",
-                   "packaging": "23.1", "pillow": "10.0.1", "numpy": "1.24.4", "tqdm": "4.66.1", "omegaconf": "2.3.0",
-                   "filelock": "3.12.2", "matplotlib": "3.7.2", "lightning": "2.0.0", "huggingface-hub": "0.16.4",
-                   "tinycudann": "1.7"}
+THREESTUDIO_ENV = {
+    "torch": "2.0.1+cu118",
+    "transformers": "4.28.1",
+    "diffusers": "0.19.3",
+    "safetensors": "0.3.3",
+    "packaging": "23.1",
+    "pillow": "10.0.1",
+    "numpy": "1.24.4",
+    "tqdm": "4.66.1",
+    "omegaconf": "2.3.0",
+    "filelock": "3.12.2",
+    "matplotlib": "3.7.2",
+    "lightning": "2.0.0",
+    "huggingface-hub": "0.16.4",
+    "tinycudann": "1.7",
+}
 
 
 def _load(monkeypatch):
@@ -89,7 +101,7 @@ def test_install_adds_only_missing_packages_with_every_installed_one_held(instal
     out = capsys.readouterr().out
     first, second = installer.pip_calls
     assert first[0] == "install" and "-c" in first
-    assert first[first.index("-c") + 2:-1] == ["trimesh>=4.0", "fast-simplification>=0.1.7"]
+    assert first[first.index("-c") + 2 : -1] == ["trimesh>=4.0", "fast-simplification>=0.1.7"]
     held = set(first[-1].splitlines())
     assert held == {f"{name}=={version}" for name, version in before.items()}  # all of them, torch included
     assert second == ["install", "--disable-pip-version-check", "--no-deps", "-e", str(REPO)]
@@ -99,8 +111,9 @@ def test_install_adds_only_missing_packages_with_every_installed_one_held(instal
 
     installer.pip_calls.clear()
     assert installer.main([str(root), "--uninstall"]) == 0
-    assert installer.pip_calls == [["uninstall", "--disable-pip-version-check", "-y",
-                                    "dreamdist", "fast-simplification", "trimesh"]]
+    assert installer.pip_calls == [
+        ["uninstall", "--disable-pip-version-check", "-y", "dreamdist", "fast-simplification", "trimesh"]
+    ]
     assert installer.env == before
     assert sorted(p.name for p in root.iterdir()) == ["configs", "custom", "launch.py", "threestudio"]
     assert list((root / "custom").iterdir()) == []

@@ -29,7 +29,7 @@ def authors_code(pooled: np.ndarray) -> float:
     k = len(pooled)
     cos = cosines(pooled)
     np.fill_diagonal(cos, 0.0)
-    return float((cos ** 2).sum() / (k * (k - 1)))
+    return float((cos**2).sum() / (k * (k - 1)))
 
 
 @pytest.mark.parametrize("k", [2, 5, 32])

@@ -101,8 +101,15 @@ def test_estimate_is_within_tolerance_of_a_measured_cpu_step(tmp_path_factory, r
     root = tmp_path_factory.mktemp(f"mem{resolution}{checkpointing}")
     model = make_tiny_model(root / "model", resolution=resolution)
     images = draw_images(root / "images", 4)
-    config = TrainConfig(num_prompts=8, num_tokens=2, samples=2, batch_size=4, steps=1, checkpoint_every=0,
-                         gradient_checkpointing=checkpointing)
+    config = TrainConfig(
+        num_prompts=8,
+        num_tokens=2,
+        samples=2,
+        batch_size=4,
+        steps=1,
+        checkpoint_every=0,
+        gradient_checkpointing=checkpointing,
+    )
     trainer = Trainer(images, str(model), root / "d.safetensors", config, device="cpu", progress=False)
     estimate, n = trainer.memory_estimate, config.batch_size * config.samples
     assert (trainer.memory.unet_batch, trainer.memory.gradient_checkpointing) == (n, checkpointing)
@@ -121,10 +128,18 @@ def test_gradient_checkpointing_keeps_less(tmp_path, tiny_model_dir):
     images = draw_images(tmp_path / "images", 3)
     peaks = {}
     for checkpointing in (False, True):
-        config = TrainConfig(num_prompts=4, num_tokens=2, samples=2, batch_size=2, steps=1, checkpoint_every=0,
-                             gradient_checkpointing=checkpointing)
-        trainer = Trainer(images, str(tiny_model_dir), tmp_path / f"{checkpointing}.safetensors", config,
-                          device="cpu", progress=False)
+        config = TrainConfig(
+            num_prompts=4,
+            num_tokens=2,
+            samples=2,
+            batch_size=2,
+            steps=1,
+            checkpoint_every=0,
+            gradient_checkpointing=checkpointing,
+        )
+        trainer = Trainer(
+            images, str(tiny_model_dir), tmp_path / f"{checkpointing}.safetensors", config, device="cpu", progress=False
+        )
         peaks[checkpointing] = measured_step(trainer)
         assert not trainer.model.pipe.unet.training  # left in eval mode
     assert peaks[True] < 0.8 * peaks[False]
@@ -133,8 +148,16 @@ def test_gradient_checkpointing_keeps_less(tmp_path, tiny_model_dir):
 def fake_estimate(per_eval: float, fixed: float = 1.0, text: float = 1.0, vae_per_image: float = 0.5) -> MemoryEstimate:
     """An estimate with round numbers (GiB), no dry run."""
     work = Workload(32, 8, 4, 4, 768, torch.bfloat16, "cuda", 20)
-    estimate = MemoryEstimate(ModelConfigs({}, {}, {}), work, "flash", weights=int(fixed * GIB), fixed=0,
-                              vae=(0.0, vae_per_image * GIB), text_held=int(text * GIB), text_peak=int(text * GIB))
+    estimate = MemoryEstimate(
+        ModelConfigs({}, {}, {}),
+        work,
+        "flash",
+        weights=int(fixed * GIB),
+        fixed=0,
+        vae=(0.0, vae_per_image * GIB),
+        text_held=int(text * GIB),
+        text_peak=int(text * GIB),
+    )
     estimate._unet = {False: (0.0, per_eval * GIB), True: (0.0, per_eval / 4 * GIB)}
     return estimate
 
@@ -193,12 +216,19 @@ def test_readme_states_the_sd21_estimates():
     work = Workload(32, 8, 4, 4, 768, torch.bfloat16, "cuda", cached_latents=20 * 33)
     bf16 = MemoryEstimate.of(SD21_CONFIGS, work)
     text = README.read_text()
-    stated = {what: float(gib) for what, gib in
-              re.findall(r"^\| (bf16, [^|]+?) \| ([0-9.]+) GiB \|$", text, flags=re.MULTILINE)}
+    stated = {
+        what: float(gib)
+        for what, gib in re.findall(r"^\| (bf16, [^|]+?) \| ([0-9.]+) GiB \|$", text, flags=re.MULTILINE)
+    }
     assert stated["bf16, all 16 UNet evaluations at once"] == pytest.approx(bf16.peak(16, False, 1) / GIB, abs=0.05)
     assert stated["bf16, 4 chunks of 4 evaluations"] == pytest.approx(bf16.peak(4, False, 1) / GIB, abs=0.05)
     checkpointed = stated["bf16, gradient checkpointing, all at once"]
     if Version(version("diffusers")) < Version("0.20"):  # its blocks checkpoint differently: its own figure
-        checkpointed = float(re.search(r"diffusers 0\.19\.3, whose blocks checkpoint differently, gradient "
-                                       r"checkpointing all at\s+once is ([0-9.]+) GiB", text).group(1))
+        checkpointed = float(
+            re.search(
+                r"diffusers 0\.19\.3, whose blocks checkpoint differently, gradient "
+                r"checkpointing all at\s+once is ([0-9.]+) GiB",
+                text,
+            ).group(1)
+        )
     assert checkpointed == pytest.approx(bf16.peak(16, True, 1) / GIB, abs=0.05)

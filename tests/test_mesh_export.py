@@ -108,8 +108,8 @@ def test_texture_survives_byte_for_byte_with_uvs_and_a_matte_material(textured, 
     view = tree["bufferViews"][image["bufferView"]]
     data = out.read_bytes()
     json_len = int.from_bytes(data[12:16], "little")
-    blob = data[20 + json_len + 8:]
-    embedded = blob[view.get("byteOffset", 0): view.get("byteOffset", 0) + view["byteLength"]]
+    blob = data[20 + json_len + 8 :]
+    embedded = blob[view.get("byteOffset", 0) : view.get("byteOffset", 0) + view["byteLength"]]
     original = (textured.parent / "texture_kd.jpg").read_bytes()
     assert embedded.rstrip(b"\x00") == original.rstrip(b"\x00")  # the source JPEG, not a re-encode
 
@@ -199,8 +199,15 @@ def test_face_budget_and_lods_keep_uvs(textured, tmp_path):
 
 
 # every (fmt, save_uv, save_texture) threestudio accepts; obj-mtl with save_texture needs save_uv
-SETTINGS = [("obj-mtl", True, True), ("obj-mtl", True, False), ("obj-mtl", False, False),
-            ("obj", True, True), ("obj", False, True), ("obj", True, False), ("obj", False, False)]
+SETTINGS = [
+    ("obj-mtl", True, True),
+    ("obj-mtl", True, False),
+    ("obj-mtl", False, False),
+    ("obj", True, True),
+    ("obj", False, True),
+    ("obj", True, False),
+    ("obj", False, False),
+]
 HALF_LEVEL = 0.5 / 255  # uint8 rounding of a colour in 0..1
 
 
@@ -208,7 +215,7 @@ def _glb(path: Path):
     """(tree, accessor(i) -> array, image bytes(i)) read straight from the GLB, without trimesh."""
     data = path.read_bytes()
     n = int.from_bytes(data[12:16], "little")
-    tree, binary = json.loads(data[20:20 + n]), data[20 + n + 8:]
+    tree, binary = json.loads(data[20 : 20 + n]), data[20 + n + 8 :]
     width = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4}
     component = {5121: "<u1", 5123: "<u2", 5125: "<u4", 5126: "<f4"}
 
@@ -216,13 +223,17 @@ def _glb(path: Path):
         a = tree["accessors"][i]
         view = tree["bufferViews"][a["bufferView"]]
         dtype = np.dtype(component[a["componentType"]])
-        arr = np.frombuffer(binary, dtype, count=a["count"] * width[a["type"]],
-                            offset=view.get("byteOffset", 0) + a.get("byteOffset", 0)).reshape(a["count"], -1)
+        arr = np.frombuffer(
+            binary,
+            dtype,
+            count=a["count"] * width[a["type"]],
+            offset=view.get("byteOffset", 0) + a.get("byteOffset", 0),
+        ).reshape(a["count"], -1)
         return arr / np.iinfo(dtype).max if a.get("normalized") else arr.astype(np.float64)
 
     def image(i: int) -> bytes:
         view = tree["bufferViews"][tree["images"][i]["bufferView"]]
-        return binary[view.get("byteOffset", 0): view.get("byteOffset", 0) + view["byteLength"]]
+        return binary[view.get("byteOffset", 0) : view.get("byteOffset", 0) + view["byteLength"]]
 
     return tree, accessor, image
 
@@ -295,8 +306,9 @@ def obj_corner_colours(obj: Path) -> np.ndarray:
 
 @pytest.mark.parametrize("fmt,save_uv,save_texture", SETTINGS)
 def test_every_threestudio_export_setting_keeps_its_colour(tmp_path, fmt, save_uv, save_texture):
-    obj = standin.write_mesh_export(tmp_path / "it100-export", seed=4, fmt=fmt, save_uv=save_uv,
-                                    save_texture=save_texture)
+    obj = standin.write_mesh_export(
+        tmp_path / "it100-export", seed=4, fmt=fmt, save_uv=save_uv, save_texture=save_texture
+    )
     out = tmp_path / "asset.glb"
     report = export_mesh(obj, out, height=1.0)
     got, prim = glb_corner_colours(out)
@@ -304,9 +316,11 @@ def test_every_threestudio_export_setting_keeps_its_colour(tmp_path, fmt, save_u
     assert got.shape == want.shape  # no decimation: the same faces, in the same order
     mean_diff = np.abs(got.reshape(-1, 3).mean(0) - want.reshape(-1, 3).mean(0)).max()
     corner_diff = np.abs(got - want).max(-1)
-    print(f"{fmt} save_uv={save_uv} save_texture={save_texture}: {report.texture}; mean colour "
-          f"{np.round(want.reshape(-1, 3).mean(0), 4)} vs {np.round(got.reshape(-1, 3).mean(0), 4)}, "
-          f"max |diff| {mean_diff:.2e}; max corner |diff| {corner_diff.max():.2e}")
+    print(
+        f"{fmt} save_uv={save_uv} save_texture={save_texture}: {report.texture}; mean colour "
+        f"{np.round(want.reshape(-1, 3).mean(0), 4)} vs {np.round(got.reshape(-1, 3).mean(0), 4)}, "
+        f"max |diff| {mean_diff:.2e}; max corner |diff| {corner_diff.max():.2e}"
+    )
     assert mean_diff <= HALF_LEVEL
     assert report.warnings == []
     if not save_texture:  # threestudio wrote no colour: white, and the report says so
@@ -332,8 +346,9 @@ def test_every_threestudio_export_setting_keeps_its_colour(tmp_path, fmt, save_u
 def test_vertex_colours_survive_decimation_and_lods(tmp_path):
     # threestudio's fmt=obj default: UVs and a colour on every vertex
     obj = standin.write_mesh_export(tmp_path / "vc", seed=1, fmt="obj")
-    src_v = np.array([[float(x) for x in line.split()[1:4]] for line in obj.read_text().splitlines()
-                      if line.startswith("v ")])
+    src_v = np.array(
+        [[float(x) for x in line.split()[1:4]] for line in obj.read_text().splitlines() if line.startswith("v ")]
+    )
     lo, span = src_v.min(0), np.ptp(src_v, 0)
     out = tmp_path / "vc.glb"
     # +Y up with the origin kept: the GLB's coordinates are the OBJ's, so colours can be checked in place
@@ -368,8 +383,12 @@ def test_texture_and_vertex_colours_use_the_texture_and_say_so(textured, tmp_pat
     out = tmp_path / "both.glb"
     assert main(["export-mesh", str(textured), str(out)]) == 0
     text = capsys.readouterr().out
-    assert re.search(r"^warning +model\.obj has both a texture \(texture_kd\.jpg\) and vertex colours; "
-                     r"the GLB uses the texture$", text, re.MULTILINE), text
+    assert re.search(
+        r"^warning +model\.obj has both a texture \(texture_kd\.jpg\) and vertex colours; "
+        r"the GLB uses the texture$",
+        text,
+        re.MULTILINE,
+    ), text
     assert "vertex colours are not used" in text
     got, prim = glb_corner_colours(out)
     assert "COLOR_0" not in prim["attributes"]  # glTF would multiply it into the texture
@@ -383,8 +402,9 @@ def test_texture_without_uvs_falls_back_to_vertex_colours_or_refuses(textured, t
     assert not (tmp_path / "white.glb").exists()
     _add_vertex_colours(textured)
     report = export_mesh(textured, tmp_path / "vc.glb")
-    assert report.warnings == [("texture texture_kd.jpg not used: model.obj has no UVs (vt lines); "
-                                "the GLB uses its vertex colours")]
+    assert report.warnings == [
+        ("texture texture_kd.jpg not used: model.obj has no UVs (vt lines); the GLB uses its vertex colours")
+    ]
     got, _ = glb_corner_colours(tmp_path / "vc.glb")
     np.testing.assert_allclose(got.mean((0, 1)), [0.25, 0.5, 0.75], atol=HALF_LEVEL)
 
@@ -407,8 +427,11 @@ def test_plain_mtl_colour_becomes_the_base_colour_factor(tmp_path):
 def test_standin_writes_threestudios_files_and_lines(tmp_path, fmt, save_uv, save_texture):
     """What threestudio v0.2.3's mesh-exporter + SaverMixin.save_obj write for each setting."""
     obj = standin.write_mesh_export(tmp_path, seed=0, fmt=fmt, save_uv=save_uv, save_texture=save_texture)
-    files = {"model.obj"} | ({"model.mtl"} if fmt == "obj-mtl" else set()) | (
-        {"texture_kd.jpg"} if fmt == "obj-mtl" and save_texture else set())
+    files = (
+        {"model.obj"}
+        | ({"model.mtl"} if fmt == "obj-mtl" else set())
+        | ({"texture_kd.jpg"} if fmt == "obj-mtl" and save_texture else set())
+    )
     assert {p.name for p in tmp_path.iterdir()} == files
     lines = obj.read_text().splitlines()
     head = ["mtllib model.mtl", "g object", "usemtl default"]
@@ -433,17 +456,32 @@ def test_standin_refuses_a_texture_without_uvs_like_threestudio(tmp_path):
 
 def test_standin_launch_passes_exporter_settings_through(tmp_path):
     (tmp_path / "custom").mkdir()
-    (tmp_path / "cfg.yaml").write_text("name: t\ntag: x\nuse_timestamp: false\nexp_root_dir: out\n"
-                                       "trainer:\n  max_steps: 7\ncheckpoint:\n  save_last: true\n")
-    env = {**os.environ, "STANDIN_LAUNCH_SECONDS": "0", "STANDIN_LAUNCH_TEST_SECONDS": "0",
-           "STANDIN_LAUNCH_EXPORT_SECONDS": "0"}
+    (tmp_path / "cfg.yaml").write_text(
+        "name: t\ntag: x\nuse_timestamp: false\nexp_root_dir: out\n"
+        "trainer:\n  max_steps: 7\ncheckpoint:\n  save_last: true\n"
+    )
+    env = {
+        **os.environ,
+        "STANDIN_LAUNCH_SECONDS": "0",
+        "STANDIN_LAUNCH_TEST_SECONDS": "0",
+        "STANDIN_LAUNCH_EXPORT_SECONDS": "0",
+    }
     for var in ("STANDIN_LAUNCH_LOG", "STANDIN_LAUNCH_FAIL_SEEDS", "STANDIN_LAUNCH_EMPTY_MESH"):
         env.pop(var, None)
     trial = tmp_path / "out" / "t" / "x"
-    for mode, extra in (("--train", []), ("--export", [f"resume={trial}/ckpts/last.ckpt", "system.exporter.fmt=obj",
-                                                       "system.exporter.save_uv=false"])):
-        proc = subprocess.run([sys.executable, str(STANDIN_DIR / "launch.py"), "--config", "cfg.yaml", mode, *extra],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env, check=False)
+    for mode, extra in (
+        ("--train", []),
+        ("--export", [f"resume={trial}/ckpts/last.ckpt", "system.exporter.fmt=obj", "system.exporter.save_uv=false"]),
+    ):
+        proc = subprocess.run(
+            [sys.executable, str(STANDIN_DIR / "launch.py"), "--config", "cfg.yaml", mode, *extra],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+            check=False,
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
     (obj,) = (trial / "save").glob("it*-export/model.obj")
     lines = obj.read_text().splitlines()
@@ -474,17 +512,20 @@ def test_refuses_to_overwrite_without_force_and_writes_atomically(textured, tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["it10000-export", "out.glb"]  # no partial file
 
 
-@pytest.mark.parametrize("case,needle", [
-    ("missing-texture", "texture_kd.jpg"),
-    ("unreadable-texture", "could not be read as an image"),
-    ("texture-without-uvs", "no UVs"),
-    ("missing-mtl", "model.mtl"),
-    ("empty", "empty"),
-    ("missing-input", "no such file"),
-    ("bad-up", "--up"),
-    ("not-glb", ".glb"),
-    ("bad-height", "--height"),
-])
+@pytest.mark.parametrize(
+    "case,needle",
+    [
+        ("missing-texture", "texture_kd.jpg"),
+        ("unreadable-texture", "could not be read as an image"),
+        ("texture-without-uvs", "no UVs"),
+        ("missing-mtl", "model.mtl"),
+        ("empty", "empty"),
+        ("missing-input", "no such file"),
+        ("bad-up", "--up"),
+        ("not-glb", ".glb"),
+        ("bad-height", "--height"),
+    ],
+)
 def test_bad_inputs_give_one_clear_line(tmp_path, capsys, case, needle):
     obj = standin.write_mesh_export(tmp_path / "e", seed=0, empty=(case == "empty"))
     out, extra = tmp_path / "out.glb", []
@@ -527,8 +568,11 @@ def test_cli_prints_report_and_json(textured, tmp_path, capsys):
 
 def _validator() -> Path | None:
     """gltf-validator (npm) under a node_modules folder: $DREAMDIST_GLTF_VALIDATOR, the repo's, or npm's global."""
-    candidates = [os.environ.get("DREAMDIST_GLTF_VALIDATOR", ""), REPO / "node_modules" / "gltf-validator",
-                  REPO / ".cache" / "node" / "node_modules" / "gltf-validator"]
+    candidates = [
+        os.environ.get("DREAMDIST_GLTF_VALIDATOR", ""),
+        REPO / "node_modules" / "gltf-validator",
+        REPO / ".cache" / "node" / "node_modules" / "gltf-validator",
+    ]
     npm = shutil.which("npm")
     if npm:
         try:
@@ -572,8 +616,9 @@ def test_khronos_gltf_validator_finds_no_errors(textured, tmp_path):
         files += [tmp_path / f"{name}.glb", tmp_path / f"{name}_LOD1.glb"]
     script = tmp_path / "validate.js"
     script.write_text(VALIDATE_JS)
-    proc = subprocess.run([node, str(script), str(package), *map(str, files)], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        [node, str(script), str(package), *map(str, files)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     results = json.loads(proc.stdout)
     assert len(results) == 14

@@ -93,7 +93,8 @@ def test_every_cpu_command_and_python_example_of_the_readme(demo):
     python = re.findall(r"```python\n(.*?)```", README, flags=re.S)
     assert python, "the README shows Python use"
     for code in python:  # "Use it from Python", on the files the commands above made
-        result = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=_env(), capture_output=True,
-                                text=True, timeout=600)
+        result = subprocess.run(
+            [sys.executable, "-c", code], cwd=cwd, env=_env(), capture_output=True, text=True, timeout=600
+        )
         assert result.returncode == 0, f"{code}\n{result.stderr[-2000:]}"
     assert (cwd / "blue.safetensors").is_file() and result.stdout.startswith("4 Distribution(")

@@ -115,8 +115,17 @@ def test_gamma_zero_every_prompt_is_mu(tmp_path, tiny_distribution, tiny_sampler
     monkeypatch.setattr(SoftPromptEncoder, "encode_soft", lambda self, *a: fits.append(1) or encode_soft(self, *a))
     sampler, proxy = capturing(tiny_sampler, tiny_model_dir)
     template = "a painting of {}"
-    sample([tiny_distribution], tmp_path / "g0", gamma=0.0, n=3, batch_size=2, template=template, steps=2,
-           sampler=sampler, progress=False)
+    sample(
+        [tiny_distribution],
+        tmp_path / "g0",
+        gamma=0.0,
+        n=3,
+        batch_size=2,
+        template=template,
+        steps=2,
+        sampler=sampler,
+        progress=False,
+    )
     assert len(fits) == 1  # mu/sigma fitted once per run, not per image or per batch
     mu = sampler.distribution([tiny_distribution]).gaussian(template).mu
     prompts = proxy.prompts()
@@ -124,8 +133,17 @@ def test_gamma_zero_every_prompt_is_mu(tmp_path, tiny_distribution, tiny_sampler
     assert all(torch.equal(p, mu) for p in prompts)
     # gamma 1: distinct samples, each its seed's draw through the core sampling path
     proxy.calls.clear()
-    sample([tiny_distribution], tmp_path / "g1", gamma=1.0, n=2, batch_size=2, template=template, steps=2,
-           sampler=sampler, progress=False)
+    sample(
+        [tiny_distribution],
+        tmp_path / "g1",
+        gamma=1.0,
+        n=2,
+        batch_size=2,
+        template=template,
+        steps=2,
+        sampler=sampler,
+        progress=False,
+    )
     dist = sampler.distribution([tiny_distribution])
     assert torch.equal(proxy.prompts(), dist.sample([0, 1], 1.0, template))
     # latent noise: per-image CPU draws, decoupled from the prompt draw of the same seed
@@ -135,8 +153,9 @@ def test_gamma_zero_every_prompt_is_mu(tmp_path, tiny_distribution, tiny_sampler
     assert derived_seed(1, "latents") != derived_seed(1, "scheduler")
 
 
-def test_mixing_same_file_keeps_mu_and_weight_one_reproduces_first(tmp_path, tiny_distribution, tiny_distribution_b,
-                                                                    tiny_sampler, tiny_model_dir):
+def test_mixing_same_file_keeps_mu_and_weight_one_reproduces_first(
+    tmp_path, tiny_distribution, tiny_distribution_b, tiny_sampler, tiny_model_dir
+):
     one = tiny_sampler.distribution([tiny_distribution]).gaussian()
     two = tiny_sampler.distribution([tiny_distribution, tiny_distribution], [0.5, 0.5]).gaussian()
     assert torch.allclose(one.mu, two.mu, atol=1e-6)
@@ -168,10 +187,14 @@ def test_mixing_same_file_keeps_mu_and_weight_one_reproduces_first(tmp_path, tin
         ([], ["--height", "30"], "multiple of 8"),
     ],
 )
-def test_bad_input_is_one_clear_line_and_leaves_no_folder(tmp_path, tiny_distribution, tiny_distribution_b,
-                                                          other_model_dir, capsys, more_files, options, needle):
-    subs = {"MISSING": str(tmp_path / "nope.safetensors"), "SECOND": str(tiny_distribution_b),
-            "OTHER": str(other_model_dir)}
+def test_bad_input_is_one_clear_line_and_leaves_no_folder(
+    tmp_path, tiny_distribution, tiny_distribution_b, other_model_dir, capsys, more_files, options, needle
+):
+    subs = {
+        "MISSING": str(tmp_path / "nope.safetensors"),
+        "SECOND": str(tiny_distribution_b),
+        "OTHER": str(other_model_dir),
+    }
     more_files = [subs[x] for x in more_files]
     options = [subs.get(x, x) for x in options]
     parent = tmp_path / "outputs"
@@ -187,8 +210,9 @@ def test_bad_input_is_one_clear_line_and_leaves_no_folder(tmp_path, tiny_distrib
 def test_crash_mid_run_leaves_nothing(tmp_path, tiny_distribution, tiny_sampler, tiny_model_dir):
     sampler, proxy = capturing(tiny_sampler, tiny_model_dir, fail_on_call=2)
     with pytest.raises(RuntimeError, match="simulated crash"):
-        sample([tiny_distribution], tmp_path / "new" / "run", n=4, batch_size=2, steps=2, sampler=sampler,
-               progress=False)
+        sample(
+            [tiny_distribution], tmp_path / "new" / "run", n=4, batch_size=2, steps=2, sampler=sampler, progress=False
+        )
     assert leftovers(tmp_path) == []
 
 
@@ -225,15 +249,25 @@ def test_help_shows_a_default_only_where_it_says_something(capsys):
             assert "(default: each file's own training template)" in text
 
 
-def test_one_settings_object_drives_the_commands(tmp_path, tiny_distribution, tiny_distribution_b, tiny_sampler,
-                                                 tiny_model_dir):
+def test_one_settings_object_drives_the_commands(
+    tmp_path, tiny_distribution, tiny_distribution_b, tiny_sampler, tiny_model_dir
+):
     sampler, proxy = capturing(tiny_sampler, tiny_model_dir)
     settings = SampleSettings(n=3, batch_size=2, steps=2, progress=False, template="a painting of {}", gamma=0.5)
     run = sample([tiny_distribution], tmp_path / "settings", settings, sampler=sampler)
     by_settings = proxy.prompts()
     proxy.calls.clear()
-    sample([tiny_distribution], tmp_path / "keywords", sampler=sampler, n=3, batch_size=2, steps=2, progress=False,
-           template="a painting of {}", gamma=0.5)
+    sample(
+        [tiny_distribution],
+        tmp_path / "keywords",
+        sampler=sampler,
+        n=3,
+        batch_size=2,
+        steps=2,
+        progress=False,
+        template="a painting of {}",
+        gamma=0.5,
+    )
     assert torch.equal(proxy.prompts(), by_settings)
     params = read_png_params(run.images[1])
     assert params["seed"] == 1 and params["gamma"] == 0.5 and regenerate_command(params) == params["regenerate"]
@@ -246,8 +280,25 @@ def test_one_settings_object_drives_the_commands(tmp_path, tiny_distribution, ti
 
 def test_sweep_gamma_writes_the_figure5_grid(tmp_path, tiny_distribution):
     out = tmp_path / "sweep"
-    assert main(["sweep-gamma", str(tiny_distribution), "--gammas", "0", "1", "--n", "2", "--batch-size", "4",
-                 "--out", str(out), *STEPS]) == 0
+    assert (
+        main(
+            [
+                "sweep-gamma",
+                str(tiny_distribution),
+                "--gammas",
+                "0",
+                "1",
+                "--n",
+                "2",
+                "--batch-size",
+                "4",
+                "--out",
+                str(out),
+                *STEPS,
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["grid_rows"] == ["gamma 0", "gamma 1"] and manifest["grid_cols"] == ["seed 0", "seed 1"]
     cells = {(e["gamma"], e["seed"]) for e in manifest["images"]}
@@ -261,14 +312,33 @@ def test_sweep_gamma_writes_the_figure5_grid(tmp_path, tiny_distribution):
 
 def test_mix_writes_the_figure6_row_and_its_ends_are_the_pure_files(tmp_path, tiny_distribution, tiny_distribution_b):
     out = tmp_path / "mix"
-    assert main(["mix", str(tiny_distribution), str(tiny_distribution_b), "--steps-between", "1",
-                 "--batch-size", "3", "--out", str(out), *STEPS]) == 0
+    assert (
+        main(
+            [
+                "mix",
+                str(tiny_distribution),
+                str(tiny_distribution_b),
+                "--steps-between",
+                "1",
+                "--batch-size",
+                "3",
+                "--out",
+                str(out),
+                *STEPS,
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["column_weights"] == [[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]]
     assert [e["weights"] for e in manifest["images"]] == manifest["column_weights"]
     assert (out / "grid.png").is_file() and len(list(out.glob("mix*.png"))) == 3
-    assert main(["sample", str(tiny_distribution_b), "--n", "1", "--batch-size", "3", "--out",
-                 str(tmp_path / "b"), *STEPS]) == 0
+    assert (
+        main(
+            ["sample", str(tiny_distribution_b), "--n", "1", "--batch-size", "3", "--out", str(tmp_path / "b"), *STEPS]
+        )
+        == 0
+    )
     assert np.array_equal(pixels(out / "mix02-seed000000.png"), pixels(tmp_path / "b" / "seed000000.png"))
     assert not np.array_equal(pixels(out / "mix00-seed000000.png"), pixels(out / "mix02-seed000000.png"))
 
@@ -277,8 +347,9 @@ def test_render_grid_preview_for_training(tmp_path, tiny_distribution, tiny_samp
     g = tiny_sampler.distribution([tiny_distribution]).gaussian()
     g = type(g)(g.mu.clone().requires_grad_(True), g.sigma.clone())  # as mid-training: part of a graph
     png = tmp_path / "previews" / "step100.png"
-    sheet = render_grid(tiny_sampler.pipe, g, seeds=[0, 1, 2], gamma=1.0, steps=2, guidance_scale=7.5,
-                        out_png=png, title="step 100")
+    sheet = render_grid(
+        tiny_sampler.pipe, g, seeds=[0, 1, 2], gamma=1.0, steps=2, guidance_scale=7.5, out_png=png, title="step 100"
+    )
     assert png.is_file() and sheet.size == Image.open(png).size and sheet.width >= 2 * 64
 
 
@@ -323,31 +394,105 @@ def test_std_scale_per_file_is_used_recorded_and_regenerates(tmp_path, two_templ
 def test_std_scale_is_not_gamma_sweeps_keep_their_rows_and_mix_scales_each_end(tmp_path, two_templates):
     a, b = two_templates
     out = tmp_path / "sweep"
-    assert main(["sample", str(a), str(b), "--gamma", "0", "1", "--std-scale", "1", "0.5", "--n", "1",
-                 "--batch-size", "2", "--out", str(out), *STEPS]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(a),
+                str(b),
+                "--gamma",
+                "0",
+                "1",
+                "--std-scale",
+                "1",
+                "0.5",
+                "--n",
+                "1",
+                "--batch-size",
+                "2",
+                "--out",
+                str(out),
+                *STEPS,
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["grid_rows"] == ["gamma 0", "gamma 1"] and manifest["std_scale"] == [1.0, 0.5]
     assert manifest["grid_cols"] == ["seed 0"]
     mix_out = tmp_path / "mix"
-    assert main(["mix", str(a), str(b), "--steps-between", "0", "--std-scale", "1", "0.5", "--batch-size", "2",
-                 "--out", str(mix_out), *STEPS]) == 0
+    assert (
+        main(
+            [
+                "mix",
+                str(a),
+                str(b),
+                "--steps-between",
+                "0",
+                "--std-scale",
+                "1",
+                "0.5",
+                "--batch-size",
+                "2",
+                "--out",
+                str(mix_out),
+                *STEPS,
+            ]
+        )
+        == 0
+    )
     assert json.loads((mix_out / "manifest.json").read_text())["std_scale"] == [1.0, 0.5]
-    assert main(["sample", str(b), "--std-scale", "0.5", "--n", "1", "--batch-size", "2", "--out",
-                 str(tmp_path / "b"), *STEPS]) == 0
+    assert (
+        main(
+            [
+                "sample",
+                str(b),
+                "--std-scale",
+                "0.5",
+                "--n",
+                "1",
+                "--batch-size",
+                "2",
+                "--out",
+                str(tmp_path / "b"),
+                *STEPS,
+            ]
+        )
+        == 0
+    )
     # the right end of the row is b alone, in its own template, its sigma halved
     assert np.array_equal(pixels(mix_out / "mix01-seed000000.png"), pixels(tmp_path / "b" / "seed000000.png"))
 
 
 def test_mix_with_a_mixture_file_records_each_images_component(tmp_path, tiny_mixture, tiny_distribution):
     out = tmp_path / "mix"
-    assert main(["mix", str(tiny_mixture), str(tiny_distribution), "--steps-between", "1", "--n", "3",
-                 "--batch-size", "3", "--out", str(out), *STEPS]) == 0
+    assert (
+        main(
+            [
+                "mix",
+                str(tiny_mixture),
+                str(tiny_distribution),
+                "--steps-between",
+                "1",
+                "--n",
+                "3",
+                "--batch-size",
+                "3",
+                "--out",
+                str(out),
+                *STEPS,
+            ]
+        )
+        == 0
+    )
     from dreamdist.mixture import pick_component
 
     manifest = json.loads((out / "manifest.json").read_text())
-    assert [(e["seed"], e["component"]) for e in manifest["images"]] == \
-        [(s, pick_component([0.25, 0.75], s)) for s in range(3) for _ in range(3)]
-    assert main(["sample", str(tiny_mixture), "--n", "3", "--batch-size", "3", "--out", str(tmp_path / "a"),
-                 *STEPS]) == 0  # the mix's first column is the mixture file alone, seed for seed
+    assert [(e["seed"], e["component"]) for e in manifest["images"]] == [
+        (s, pick_component([0.25, 0.75], s)) for s in range(3) for _ in range(3)
+    ]
+    assert (
+        main(["sample", str(tiny_mixture), "--n", "3", "--batch-size", "3", "--out", str(tmp_path / "a"), *STEPS]) == 0
+    )  # the mix's first column is the mixture file alone, seed for seed
     for s in range(3):
         assert np.array_equal(pixels(out / f"mix00-seed{s:06d}.png"), pixels(tmp_path / "a" / f"seed{s:06d}.png"))

@@ -32,8 +32,19 @@ EXTENSION = REPO / "custom" / "threestudio-dreamdist"
 EXT_NAME = "threestudio-dreamdist"
 REAL_ROOT = os.environ.get("DREAMDIST_THREESTUDIO_ROOT")
 THREESTUDIO_RESOLVERS = (
-    "calc_exp_lr_decay_rate", "add", "sub", "mul", "div", "idiv", "basename", "rmspace", "tuple2", "gt0",
-    "cmaxgt0", "not", "cmaxgt0orcmaxgt0",
+    "calc_exp_lr_decay_rate",
+    "add",
+    "sub",
+    "mul",
+    "div",
+    "idiv",
+    "basename",
+    "rmspace",
+    "tuple2",
+    "gt0",
+    "cmaxgt0",
+    "not",
+    "cmaxgt0orcmaxgt0",
 )
 VIEW_TEMPLATES = ["{}, side view", "{}, front view", "{}, back view", "{}, overhead view"]
 
@@ -67,8 +78,10 @@ def _load_extension(root: Path, real: bool):
 def test_real_threestudio_checks_enabled():
     """Says, once, whether the checks below also run against a real threestudio."""
     if not REAL_ROOT:
-        pytest.skip("real threestudio checks skipped: DREAMDIST_THREESTUDIO_ROOT is not set (point it to a "
-                    "threestudio checkout whose imports work here; see custom/threestudio-dreamdist/README.md)")
+        pytest.skip(
+            "real threestudio checks skipped: DREAMDIST_THREESTUDIO_ROOT is not set (point it to a "
+            "threestudio checkout whose imports work here; see custom/threestudio-dreamdist/README.md)"
+        )
     assert (Path(REAL_ROOT) / "threestudio" / "__init__.py").is_file(), f"{REAL_ROOT} is not a threestudio checkout"
 
 
@@ -84,8 +97,9 @@ def ts(request):
     except ImportError as exc:
         sys.path[:] = saved_path
         _purge_threestudio()
-        pytest.skip(f"cannot import threestudio from {root}: {exc} (put stand-ins for its GPU-only imports on "
-                    "PYTHONPATH)")
+        pytest.skip(
+            f"cannot import threestudio from {root}: {exc} (put stand-ins for its GPU-only imports on PYTHONPATH)"
+        )
     assert getattr(threestudio, "__standin__", False) is (not real)
     import threestudio.utils.base as ts_base
     import threestudio.utils.misc as ts_misc
@@ -98,9 +112,15 @@ def ts(request):
     from threestudio.utils.config import parse_structured
 
     yield types.SimpleNamespace(
-        kind=request.param, threestudio=threestudio, ext=ext, pp=ext.prompt_processor,
-        PromptProcessor=PromptProcessor, PromptProcessorOutput=PromptProcessorOutput, BaseSystem=BaseSystem,
-        parse_structured=parse_structured, root=root,
+        kind=request.param,
+        threestudio=threestudio,
+        ext=ext,
+        pp=ext.prompt_processor,
+        PromptProcessor=PromptProcessor,
+        PromptProcessorOutput=PromptProcessorOutput,
+        BaseSystem=BaseSystem,
+        parse_structured=parse_structured,
+        root=root,
     )
     sys.path[:] = saved_path
     _purge_threestudio()
@@ -171,16 +191,26 @@ def test_registered_as_a_prompt_processor(ts):
 
 def test_config_fields_and_defaults(ts):
     cls = ts.pp.DreamdistPromptProcessor
-    cfg = ts.parse_structured(cls.Config, {"distribution": ["a.safetensors", "b.safetensors"],
-                                           "distribution_weights": [0.3, 0.7], "sample_seed": 3})
+    cfg = ts.parse_structured(
+        cls.Config,
+        {"distribution": ["a.safetensors", "b.safetensors"], "distribution_weights": [0.3, 0.7], "sample_seed": 3},
+    )
     assert cfg.prompt == "{}" and cfg.std_scale == 1.0 and cfg.mix_rule == "paper"
     assert list(cfg.distribution) == ["a.safetensors", "b.safetensors"] and list(cfg.distribution_weights) == [0.3, 0.7]
     assert cfg.sample_seed == 3 and cfg.reference_images is None
     assert (cfg.train_steps, cfg.num_prompts, cfg.num_tokens) == (1500, 32, 8)
     # the base class's settings are all still there
     base = ts.parse_structured(ts.PromptProcessor.Config, {})
-    for name in ("negative_prompt", "front_threshold", "back_threshold", "overhead_threshold", "use_perp_neg",
-                 "perp_neg_f_sb", "view_dependent_prompt_front", "prompt_side"):
+    for name in (
+        "negative_prompt",
+        "front_threshold",
+        "back_threshold",
+        "overhead_threshold",
+        "use_perp_neg",
+        "perp_neg_f_sb",
+        "view_dependent_prompt_front",
+        "prompt_side",
+    ):
         assert name in cfg and name in base
     assert ts.parse_structured(cls.Config, {"distribution": "one.safetensors"}).distribution == "one.safetensors"
     assert list(ts.parse_structured(cls.Config, {"std_scale": [1, 0.5]}).std_scale) == [1, 0.5]  # or a number
@@ -269,10 +299,15 @@ def test_get_text_embeddings_cond_first_for_random_views(ts, make):
 
 
 def test_perp_neg_and_base_class_view_settings_are_kept(ts, make):
-    proc = make(use_perp_neg=True, view_dependent_prompt_front=True, prompt_side="{} seen from the side",
-                front_threshold=30.0)
-    assert proc.prompts_vd == ["{} seen from the side", "front view of {}", "backside view of {}",
-                               "overhead view of {}"]
+    proc = make(
+        use_perp_neg=True, view_dependent_prompt_front=True, prompt_side="{} seen from the side", front_threshold=30.0
+    )
+    assert proc.prompts_vd == [
+        "{} seen from the side",
+        "front view of {}",
+        "backside view of {}",
+        "overhead view of {}",
+    ]
     out = proc()
     assert out.use_perp_neg
     elevation, azimuth = torch.tensor([10.0, 20.0, 70.0]), torch.tensor([10.0, 120.0, 0.0])
@@ -310,8 +345,9 @@ def test_mixing_two_distributions(ts, make, tiny_distribution, tiny_distribution
     assert paper.conditioning.spec.mix_rule == "paper" and len(paper.conditioning.spec.file_hashes) == 2
 
 
-def test_std_scale_number_is_gamma_list_is_per_file_before_the_mix(ts, make, tiny_encoder, tiny_distribution,
-                                                                      tiny_distribution_b, tmp_path, monkeypatch):
+def test_std_scale_number_is_gamma_list_is_per_file_before_the_mix(
+    ts, make, tiny_encoder, tiny_distribution, tiny_distribution_b, tmp_path, monkeypatch
+):
     from dreamdist.distribution import PromptDistribution
 
     both = [str(tiny_distribution), str(tiny_distribution_b)]
@@ -326,8 +362,7 @@ def test_std_scale_number_is_gamma_list_is_per_file_before_the_mix(ts, make, tin
     number = make(std_scale=0.5, save_dir=str(tmp_path / "number"), **mix)
     assert number.conditioning.spec.gamma == 0.5 and number.conditioning.spec.std_scales == ()
     unscaled = PromptDistribution.from_files(both, tiny_encoder, [0.5, 0.5], "reference")
-    assert torch.allclose(number.text_embeddings_vd.cpu(), unscaled.sample_views(number.prompts_vd, 3, 0.5),
-                          atol=1e-5)
+    assert torch.allclose(number.text_embeddings_vd.cpu(), unscaled.sample_views(number.prompts_vd, 3, 0.5), atol=1e-5)
     assert not torch.allclose(number.text_embeddings_vd, listed.text_embeddings_vd)
     # the per-file scales name the sample: a resume reuses it, other scales are refused
     _forbid_encoder(monkeypatch)
@@ -372,8 +407,11 @@ def test_no_spawned_process_and_no_text_keyed_cache(ts, make, tmp_path, monkeypa
 def _forbid_encoder(monkeypatch):
     from dreamdist.encoder import SoftPromptEncoder
 
-    monkeypatch.setattr(SoftPromptEncoder, "from_pretrained",
-                        classmethod(lambda *a, **k: pytest.fail("resumed run loaded the text encoder")))
+    monkeypatch.setattr(
+        SoftPromptEncoder,
+        "from_pretrained",
+        classmethod(lambda *a, **k: pytest.fail("resumed run loaded the text encoder")),
+    )
 
 
 def test_conditioning_saved_and_resumed_run_reproduces_it(ts, make, tmp_path, tiny_distribution, monkeypatch):
@@ -493,7 +531,8 @@ def test_refuses_missing_or_double_source_and_bad_settings(ts, make, tmp_path):
     assert "std_scale" in _refusal(ts, lambda: make(std_scale=-1.0))
     both = [str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]
     assert "2 distribution file(s) but 3 std_scale values" in _refusal(
-        ts, lambda: make(distribution=both, std_scale=[1.0, 1.0, 0.5]))
+        ts, lambda: make(distribution=both, std_scale=[1.0, 1.0, 0.5])
+    )
     assert "std_scale must be a number (gamma" in _refusal(ts, lambda: make(std_scale="wide"))
     assert "std_scale: -1.0 for" in _refusal(ts, lambda: make(std_scale=[-1.0]))
 
@@ -510,8 +549,16 @@ def _reference_folder(path: Path) -> Path:
 def test_reference_images_train_once_then_load_from_cache(ts, make, tmp_path, monkeypatch):
     folder = _reference_folder(tmp_path / "refs")
     cache = tmp_path / "cache"
-    settings = dict(distribution=None, reference_images=str(folder), cache_dir=str(cache), train_steps=2,
-                    num_prompts=2, num_tokens=1, train_samples=1, train_batch_size=1)
+    settings = dict(
+        distribution=None,
+        reference_images=str(folder),
+        cache_dir=str(cache),
+        train_steps=2,
+        num_prompts=2,
+        num_tokens=1,
+        train_samples=1,
+        train_batch_size=1,
+    )
     first = make(sample_seed=1, save_dir=str(tmp_path / "s1"), **settings)
     entries = list(cache.glob("*.safetensors"))
     assert len(entries) == 1
@@ -538,12 +585,28 @@ def test_authors_training_choices_reach_train_config(ts):
     """Crops, flips, Min-SNR, the authors-code ortho loss and the UNet chunking, as this processor's
     users write them, are the TrainConfig settings the trainer gets."""
     cls = ts.pp.DreamdistPromptProcessor
-    cfg = ts.parse_structured(cls.Config, {"train_crop": "center", "train_flip": True, "snr_gamma": 0.0,
-                                           "snr_kind": "authors-code", "train_unet_batch": 2, "ortho_kind": "squared",
-                                           "train_components": 3, "train_assign_every": 20})
+    cfg = ts.parse_structured(
+        cls.Config,
+        {
+            "train_crop": "center",
+            "train_flip": True,
+            "snr_gamma": 0.0,
+            "snr_kind": "authors-code",
+            "train_unet_batch": 2,
+            "ortho_kind": "squared",
+            "train_components": 3,
+            "train_assign_every": 20,
+        },
+    )
     config = cls._train_config(types.SimpleNamespace(cfg=cfg))
-    assert (config.crop, config.flip, config.snr_gamma, config.snr_kind, config.unet_batch, config.ortho_kind) == \
-        ("center", True, 0.0, "authors-code", 2, "authors-code")
+    assert (config.crop, config.flip, config.snr_gamma, config.snr_kind, config.unet_batch, config.ortho_kind) == (
+        "center",
+        True,
+        0.0,
+        "authors-code",
+        2,
+        "authors-code",
+    )
     assert (config.components, config.assign_every) == (3, 20)
     defaults = cls._train_config(types.SimpleNamespace(cfg=ts.parse_structured(cls.Config, {})))
     assert (defaults.crop, defaults.flip, defaults.snr_gamma, defaults.unet_batch) == ("random", False, 5.0, "auto")
@@ -559,8 +622,16 @@ def test_reference_images_training_plans_with_the_memory_free_then(ts, make, tmp
     monkeypatch.setattr(trainer_module, "free_memory", lambda device: seen.append(str(device)) or 0)
     folder = _reference_folder(tmp_path / "refs")
     cache = tmp_path / "cache"
-    make(distribution=None, reference_images=str(folder), cache_dir=str(cache), train_steps=1, num_prompts=2,
-         num_tokens=1, train_samples=2, train_batch_size=2)
+    make(
+        distribution=None,
+        reference_images=str(folder),
+        cache_dir=str(cache),
+        train_steps=1,
+        num_prompts=2,
+        num_tokens=1,
+        train_samples=2,
+        train_batch_size=2,
+    )
     assert len(seen) == 1  # read once, when the training starts, for the run's device
     training = load_distribution(next(cache.glob("*.safetensors"))).training
     assert (training["unet_batch"], training["unet_chunks"], training["gradient_checkpointing"]) == (1, 4, True)
@@ -591,8 +662,12 @@ def test_real_threestudio_sds_step_consumes_our_embeddings(ts, make, tiny_model_
         pytest.skip("needs real threestudio (its stable-diffusion-guidance)")
     monkeypatch.chdir(tmp_path)
     guidance = ts.threestudio.find("stable-diffusion-guidance")(
-        {"pretrained_model_name_or_path": str(tiny_model_dir), "half_precision_weights": False,
-         "guidance_scale": 100.0, "view_dependent_prompting": True}
+        {
+            "pretrained_model_name_or_path": str(tiny_model_dir),
+            "half_precision_weights": False,
+            "guidance_scale": 100.0,
+            "view_dependent_prompting": True,
+        }
     )
     stock = ts.threestudio.find("stable-diffusion-prompt-processor")(
         {"pretrained_model_name_or_path": str(tiny_model_dir), "prompt": "a red car", "spawn": False}
@@ -604,8 +679,14 @@ def test_real_threestudio_sds_step_consumes_our_embeddings(ts, make, tiny_model_
         # 512 px for an SD VAE that downsamples 8x; the tiny VAE downsamples 2x, which would make the
         # UNet attend over 256x256 latents on CPU
         rgb = torch.rand(2, 16, 16, 4, requires_grad=True)
-        out = guidance(rgb, processor(), elevation=torch.tensor([10.0, 20.0]), azimuth=torch.tensor([0.0, 170.0]),
-                       camera_distances=torch.tensor([1.5, 1.5]), rgb_as_latents=True)
+        out = guidance(
+            rgb,
+            processor(),
+            elevation=torch.tensor([10.0, 20.0]),
+            azimuth=torch.tensor([0.0, 170.0]),
+            camera_distances=torch.tensor([1.5, 1.5]),
+            rgb_as_latents=True,
+        )
         out["loss_sds"].backward()
         assert torch.isfinite(out["loss_sds"]) and torch.isfinite(rgb.grad).all()
         assert rgb.grad.abs().sum() > 0

@@ -104,8 +104,15 @@ def test_shipped_toy_model_is_small_and_uses_the_tiny_model_classes(toy_pipe):
 
 def test_shipped_toy_model_draws_the_asked_colour(toy_pipe):
     began = time.perf_counter()
-    image = toy_pipe("a blue square", height=32, width=32, num_inference_steps=20, guidance_scale=5.0,
-                     generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    image = toy_pipe(
+        "a blue square",
+        height=32,
+        width=32,
+        num_inference_steps=20,
+        guidance_scale=5.0,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images[0]
     seconds = time.perf_counter() - began
     print(f"toy model: one 32x32 image, 20 steps, in {seconds:.2f}s")
     assert image.shape == (32, 32, 3)
@@ -117,8 +124,25 @@ def test_training_script_runs_a_few_steps(tmp_path):
 
     train = _script("train_toy_model")
     out = tmp_path / "toy"
-    assert train.main(["--out", str(out), "--images", "32", "--vae-steps", "2", "--vae-batch", "4",
-                       "--steps", "2", "--batch", "4"]) == 0
+    assert (
+        train.main(
+            [
+                "--out",
+                str(out),
+                "--images",
+                "32",
+                "--vae-steps",
+                "2",
+                "--vae-batch",
+                "4",
+                "--steps",
+                "2",
+                "--batch",
+                "4",
+            ]
+        )
+        == 0
+    )
     pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     image = pipe("a red circle", height=32, width=32, num_inference_steps=2, output_type="np").images[0]
@@ -128,8 +152,27 @@ def test_training_script_runs_a_few_steps(tmp_path):
 
 def test_bench_fidelity_runs_on_a_two_step_budget(tmp_path, capsys):
     bench = _script("bench_fidelity")
-    assert bench.main(["--train-steps", "2", "--samples", "2", "--sample-steps", "2", "--prompts", "2",
-                       "--train-samples", "1", "--train-batch", "2", "--json", str(tmp_path / "b.json")]) == 0
+    assert (
+        bench.main(
+            [
+                "--train-steps",
+                "2",
+                "--samples",
+                "2",
+                "--sample-steps",
+                "2",
+                "--prompts",
+                "2",
+                "--train-samples",
+                "1",
+                "--train-batch",
+                "2",
+                "--json",
+                str(tmp_path / "b.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "| section | setting |" in out and "single prompt K=1" in out and "mixture C=2, K=2 each" in out
     assert "two-mode components: component 0 (weight" in out

@@ -77,9 +77,11 @@ def pipe(tiny_model_dir):
 
 
 def weights(pipe) -> dict[str, torch.Tensor]:
-    return {f"{name}.{key}": value.detach().clone()
-            for name in ("unet", "vae", "text_encoder")
-            for key, value in getattr(pipe, name).state_dict().items()}
+    return {
+        f"{name}.{key}": value.detach().clone()
+        for name in ("unet", "vae", "text_encoder")
+        for key, value in getattr(pipe, name).state_dict().items()
+    }
 
 
 def csv_rows(path: Path) -> list[dict[str, str]]:
@@ -93,8 +95,9 @@ def test_training_learns_only_the_vectors_and_writes_a_usable_file(pipe, images,
     hooks = [
         pipe.vae.encoder.register_forward_hook(lambda m, args, out: vae_rows.append(args[0].shape[0])),
         pipe.unet.register_forward_hook(lambda m, args, out: unet_batches.append(args[0].shape[0])),
-        pipe.text_encoder.register_forward_hook(lambda m, args, kwargs, out: text_batches.append(
-            kwargs["input_ids"].shape[0]), with_kwargs=True),
+        pipe.text_encoder.register_forward_hook(
+            lambda m, args, kwargs, out: text_batches.append(kwargs["input_ids"].shape[0]), with_kwargs=True
+        ),
     ]
 
     def first_step(info):
@@ -108,8 +111,9 @@ def test_training_learns_only_the_vectors_and_writes_a_usable_file(pipe, images,
         for hook in hooks:
             hook.remove()
     # the same draws with (almost) frozen vectors: the loss the trained vectors must beat
-    baseline = train_distribution(images, pipe, tmp_path / "base" / "dist.safetensors", replace(SMALL, lr=1e-9),
-                                  progress=False)
+    baseline = train_distribution(
+        images, pipe, tmp_path / "base" / "dist.safetensors", replace(SMALL, lr=1e-9), progress=False
+    )
 
     # learning. Per-step losses vary far more with the random timesteps and noise than training
     # moves them, so "last 10 steps vs first 10" of one run is a coin toss on a random-weight model.
@@ -246,8 +250,9 @@ def test_v_prediction_and_epsilon_targets(tiny_model_dir_v, images, tmp_path, mo
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(DDPMScheduler, "get_velocity", spy)
-    result = train_distribution(images, tiny_model_dir_v, tmp_path / "v.safetensors", replace(SMALL, steps=3),
-                                device="cpu", progress=False)
+    result = train_distribution(
+        images, tiny_model_dir_v, tmp_path / "v.safetensors", replace(SMALL, steps=3), device="cpu", progress=False
+    )
     assert result.finished and all(math.isfinite(x) for x in result.diffusion_losses)
     assert load_distribution(result.out).training["prediction_type"] == "v_prediction"
     assert len(velocity_calls) == 3  # the target is the velocity, once per step
@@ -279,8 +284,9 @@ def test_preview_grids_and_a_failed_preview_does_not_stop_training(pipe, images,
 def test_gradient_checkpointing_gives_the_same_vectors(pipe, images, tmp_path):
     config = replace(SMALL, steps=2)
     plain = train_distribution(images, pipe, tmp_path / "a.safetensors", config, progress=False)
-    ckpt = train_distribution(images, pipe, tmp_path / "b.safetensors", replace(config, gradient_checkpointing=True),
-                              progress=False)
+    ckpt = train_distribution(
+        images, pipe, tmp_path / "b.safetensors", replace(config, gradient_checkpointing=True), progress=False
+    )
     assert torch.allclose(load_distribution(plain.out).ctx, load_distribution(ckpt.out).ctx, atol=1e-6)
     assert not pipe.unet.is_gradient_checkpointing  # restored
 
@@ -342,9 +348,29 @@ def test_bad_input_one_line_and_nothing_written(case, message, tiny_model_dir, t
     model = tmp_path / "no-model" if case == "bad-model" else tiny_model_dir
     out_dir = tmp_path / "out"
     out_dir.mkdir()
-    code, out, err = _cli(capsys, "train", folder, "--model", model, "--out", out_dir / "d.safetensors",
-                          "--steps", "2", "--num-prompts", "4", "--num-tokens", "2", "--samples", "1",
-                          "--batch-size", "1", "--device", "cpu", "--no-progress", *extra)
+    code, out, err = _cli(
+        capsys,
+        "train",
+        folder,
+        "--model",
+        model,
+        "--out",
+        out_dir / "d.safetensors",
+        "--steps",
+        "2",
+        "--num-prompts",
+        "4",
+        "--num-tokens",
+        "2",
+        "--samples",
+        "1",
+        "--batch-size",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+        *extra,
+    )
     assert code == 2, (out, err)
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("dreamdist train: error: "), err
@@ -373,9 +399,30 @@ def test_resume_refuses_other_settings(pipe, images, tmp_path):
 def test_cli_trains_single_image_with_warning(tiny_model_dir, tmp_path, capsys):
     folder = draw_images(tmp_path / "one", 1)
     out = tmp_path / "single.safetensors"
-    code, stdout, err = _cli(capsys, "train", folder, "--model", tiny_model_dir, "--out", out, "--steps", "3",
-                             "--num-prompts", "3", "--num-tokens", "2", "--samples", "2", "--batch-size", "2",
-                             "--template", "a photo of {}", "--device", "cpu", "--no-progress")
+    code, stdout, err = _cli(
+        capsys,
+        "train",
+        folder,
+        "--model",
+        tiny_model_dir,
+        "--out",
+        out,
+        "--steps",
+        "3",
+        "--num-prompts",
+        "3",
+        "--num-tokens",
+        "2",
+        "--samples",
+        "2",
+        "--batch-size",
+        "2",
+        "--template",
+        "a photo of {}",
+        "--device",
+        "cpu",
+        "--no-progress",
+    )
     assert code == 0, err
     assert "warning:" in err and "only one reference image" in err
     assert f"wrote {out}" in stdout
@@ -387,12 +434,36 @@ def test_cli_trains_single_image_with_warning(tiny_model_dir, tmp_path, capsys):
 def test_cli_names_settings_by_flag_and_prints_the_resume_message(pipe, images, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "d.safetensors"
     with pytest.warns(SettingWarning, match="num_prompts 1 learns a single prompt"):  # the API names fields
-        train_distribution(images, pipe, out, replace(SMALL, num_prompts=1, steps=2), progress=False,
-                           max_steps_this_run=1)
-    code, stdout, err = _cli(capsys, "train", images, "--model", tiny_model_dir, "--out", out, "--resume",
-                             "--num-prompts", "1", "--num-tokens", "2", "--samples", "2", "--batch-size", "2",
-                             "--steps", "2", "--lr", "0.03", "--checkpoint-every", "0", "--device", "cpu",
-                             "--no-progress")
+        train_distribution(
+            images, pipe, out, replace(SMALL, num_prompts=1, steps=2), progress=False, max_steps_this_run=1
+        )
+    code, stdout, err = _cli(
+        capsys,
+        "train",
+        images,
+        "--model",
+        tiny_model_dir,
+        "--out",
+        out,
+        "--resume",
+        "--num-prompts",
+        "1",
+        "--num-tokens",
+        "2",
+        "--samples",
+        "2",
+        "--batch-size",
+        "2",
+        "--steps",
+        "2",
+        "--lr",
+        "0.03",
+        "--checkpoint-every",
+        "0",
+        "--device",
+        "cpu",
+        "--no-progress",
+    )
     assert code == 0, err
     assert f"dreamdist train: resuming from {default_paths(out)['checkpoint']} at step 1/2" in err
     assert "dreamdist train: warning: --num-prompts 1 learns a single prompt" in err
@@ -404,16 +475,32 @@ def test_cli_help_explains_paper_defaults(capsys):
         main(["train", "--help"])
     assert done.value.code == 0
     text = " ".join(capsys.readouterr().out.split())
-    for expected in ("paper: 32", "paper: 8", "paper: 4", "paper: 5e-3", "paper: 1500", "paper: 1e-3",
-                     "reference script: 4", "AdamW", "eq. 5", "--resume", "--preview-every", "--precision",
-                     "--gradient-checkpointing", "--checkpoint-every", "--log-csv", "(default: 32)"):
+    for expected in (
+        "paper: 32",
+        "paper: 8",
+        "paper: 4",
+        "paper: 5e-3",
+        "paper: 1500",
+        "paper: 1e-3",
+        "reference script: 4",
+        "AdamW",
+        "eq. 5",
+        "--resume",
+        "--preview-every",
+        "--precision",
+        "--gradient-checkpointing",
+        "--checkpoint-every",
+        "--log-csv",
+        "(default: 32)",
+    ):
         assert expected in text, expected
 
 
 def test_single_prompt_baseline_trains_with_a_warning(pipe, images, tmp_path):
     with pytest.warns(UserWarning, match="single prompt"):
-        result = train_distribution(images, pipe, tmp_path / "k1.safetensors", replace(SMALL, num_prompts=1, steps=2),
-                                    progress=False)
+        result = train_distribution(
+            images, pipe, tmp_path / "k1.safetensors", replace(SMALL, num_prompts=1, steps=2), progress=False
+        )
     assert result.finished and result.ortho_losses == [0.0, 0.0]
     assert all(math.isfinite(x) for x in result.diffusion_losses)
 
@@ -428,8 +515,9 @@ def test_half_precision_autocast_paths(precision, tiny_model_dir, images, tmp_pa
             train_distribution(images, tiny_model_dir, tmp_path / "h.safetensors", config, device="cpu")
         assert not (tmp_path / "h.safetensors").exists()
         return
-    result = train_distribution(images, tiny_model_dir, tmp_path / "h.safetensors", config, device="cpu",
-                                progress=False)
+    result = train_distribution(
+        images, tiny_model_dir, tmp_path / "h.safetensors", config, device="cpu", progress=False
+    )
     assert result.finished and all(math.isfinite(x) for x in result.diffusion_losses)
     dist = load_distribution(result.out)
     assert dist.ctx.dtype == torch.float32 and dist.training["precision"] == precision
@@ -450,8 +538,8 @@ def test_random_crops_are_the_crops_latents_drawn_from_the_run_generator(pipe, i
     assert trainer.crop_count.tolist() == counts and trainer.vae_images_encoded == sum(counts)
     for i, start in enumerate(trainer.crop_start.tolist()):  # each entry: the latents of exactly that crop
         mean, std = model.encode_latents(refs.crops(i, model.vae_scale))
-        assert torch.allclose(trainer.latent_mean[start:start + counts[i]], mean, atol=1e-5)
-        assert torch.allclose(trainer.latent_std[start:start + counts[i]], std, atol=1e-5)
+        assert torch.allclose(trainer.latent_mean[start : start + counts[i]], mean, atol=1e-5)
+        assert torch.allclose(trainer.latent_std[start : start + counts[i]], std, atol=1e-5)
         first, last = refs.crops(i, model.vae_scale)[[0, -1]]
         assert torch.equal(first, refs.resized[i][:, :32, :32])  # both ends of the long side
         assert torch.equal(last, refs.resized[i][:, -32:, -32:])
@@ -488,11 +576,13 @@ def test_centre_crops_and_flips_on_request(pipe, images, tmp_path):
 
 def test_min_snr_weighting_of_the_diffusion_loss(pipe, images, tmp_path):
     config = replace(SMALL, steps=4, lr=1e-9)
-    plain = train_distribution(images, pipe, tmp_path / "a.safetensors", replace(config, snr_gamma=0.0),
-                               progress=False).diffusion_losses
+    plain = train_distribution(
+        images, pipe, tmp_path / "a.safetensors", replace(config, snr_gamma=0.0), progress=False
+    ).diffusion_losses
     # epsilon: min(SNR, gamma) / SNR is exactly 1 where SNR <= gamma, so a huge gamma is no weighting
-    huge = train_distribution(images, pipe, tmp_path / "b.safetensors", replace(config, snr_gamma=1e9),
-                              progress=False).diffusion_losses
+    huge = train_distribution(
+        images, pipe, tmp_path / "b.safetensors", replace(config, snr_gamma=1e9), progress=False
+    ).diffusion_losses
     five = train_distribution(images, pipe, tmp_path / "c.safetensors", config, progress=False)
     assert huge == plain
     assert all(w <= p + 1e-7 for w, p in zip(five.diffusion_losses, plain)) and five.diffusion_losses != plain
@@ -501,10 +591,17 @@ def test_min_snr_weighting_of_the_diffusion_loss(pipe, images, tmp_path):
 
 def test_v_prediction_snr_kinds_differ(tiny_model_dir_v, images, tmp_path):
     config = replace(SMALL, steps=2, lr=1e-9)
-    hang = train_distribution(images, tiny_model_dir_v, tmp_path / "a.safetensors", config, device="cpu",
-                              progress=False)
-    authors = train_distribution(images, tiny_model_dir_v, tmp_path / "b.safetensors",
-                                 replace(config, snr_kind="authors-code"), device="cpu", progress=False)
+    hang = train_distribution(
+        images, tiny_model_dir_v, tmp_path / "a.safetensors", config, device="cpu", progress=False
+    )
+    authors = train_distribution(
+        images,
+        tiny_model_dir_v,
+        tmp_path / "b.safetensors",
+        replace(config, snr_kind="authors-code"),
+        device="cpu",
+        progress=False,
+    )
     assert authors.diffusion_losses != hang.diffusion_losses
     assert load_distribution(authors.out).training["snr_kind"] == "authors-code"
 
@@ -512,26 +609,69 @@ def test_v_prediction_snr_kinds_differ(tiny_model_dir_v, images, tmp_path):
 def test_config_names_the_authors_choices():
     assert TrainConfig(ortho_kind="squared").ortho_kind == "authors-code"  # the old name, the authors' value
     config = TrainConfig()
-    assert (config.snr_gamma, config.snr_kind, config.crop, config.flip, config.unet_batch) == \
-        (5.0, "min-snr", "random", False, "auto")
+    assert (config.snr_gamma, config.snr_kind, config.crop, config.flip, config.unet_batch) == (
+        5.0,
+        "min-snr",
+        "random",
+        False,
+        "auto",
+    )
     assert TrainConfig(unet_batch="4").unet_batch == 4
-    for bad, name in ((dict(snr_gamma=-1.0), "snr_gamma"), (dict(crop="middle"), "crop"),
-                      (dict(unet_batch=0), "unet_batch"), (dict(unet_batch="some"), "unet_batch"),
-                      (dict(snr_kind="max"), "snr_kind")):
+    for bad, name in (
+        (dict(snr_gamma=-1.0), "snr_gamma"),
+        (dict(crop="middle"), "crop"),
+        (dict(unet_batch=0), "unet_batch"),
+        (dict(unet_batch="some"), "unet_batch"),
+        (dict(snr_kind="max"), "snr_kind"),
+    ):
         with pytest.raises(DreamdistError, match=name):
             TrainConfig(**bad).validate()
 
 
 def test_cli_flip_crop_and_unet_batch_flags(images, tiny_model_dir, tmp_path, capsys):
-    base = ["train", images, "--model", tiny_model_dir, "--num-prompts", "2", "--num-tokens", "1", "--samples", "2",
-            "--batch-size", "2", "--steps", "1", "--device", "cpu", "--no-progress"]
-    code, _, err = _cli(capsys, *base, "--out", tmp_path / "a.safetensors", "--flip", "--crop", "center",
-                        "--unet-batch", "1", "--snr-gamma", "0", "--ortho-kind", "squared")
+    base = [
+        "train",
+        images,
+        "--model",
+        tiny_model_dir,
+        "--num-prompts",
+        "2",
+        "--num-tokens",
+        "1",
+        "--samples",
+        "2",
+        "--batch-size",
+        "2",
+        "--steps",
+        "1",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
+    code, _, err = _cli(
+        capsys,
+        *base,
+        "--out",
+        tmp_path / "a.safetensors",
+        "--flip",
+        "--crop",
+        "center",
+        "--unet-batch",
+        "1",
+        "--snr-gamma",
+        "0",
+        "--ortho-kind",
+        "squared",
+    )
     assert code == 0, err
     assert "memory: estimated peak" in err and "RAM available" in err and "in 4 chunks of 1 evaluation" in err
     training = load_distribution(tmp_path / "a.safetensors").training
-    assert (training["flip"], training["crop"], training["snr_gamma"], training["ortho_kind"]) == \
-        (True, "center", 0.0, "authors-code")
+    assert (training["flip"], training["crop"], training["snr_gamma"], training["ortho_kind"]) == (
+        True,
+        "center",
+        0.0,
+        "authors-code",
+    )
     assert (training["unet_batch"], training["unet_chunks"], training["unet_batch_setting"]) == (1, 4, 1)
     code, _, err = _cli(capsys, *base, "--out", tmp_path / "b.safetensors", "--no-flip")  # still accepted
     assert code == 0, err
@@ -564,19 +704,22 @@ def test_version_1_checkpoint_resumes_with_its_settings_only(pipe, images, tmp_p
     out = tmp_path / "d.safetensors"
     train_distribution(images, pipe, out, legacy, progress=False, max_steps_this_run=2)
     _as_version_1(default_paths(out)["checkpoint"])
-    with pytest.raises(InputError, match=r"snr_gamma: checkpoint 0.0, now 5.0.*older dreamdist.*--snr-gamma 0 "
-                                         r"--crop center"):
+    with pytest.raises(
+        InputError,
+        match=r"snr_gamma: checkpoint 0.0, now 5.0.*older dreamdist.*--snr-gamma 0 "
+        r"--crop center",
+    ):
         train_distribution(images, pipe, out, replace(SMALL, steps=4), progress=False, resume=True)
     resumed = train_distribution(images, pipe, out, legacy, progress=False, resume=True)
     assert resumed.resumed_from == 2 and torch.equal(load_distribution(out).ctx, load_distribution(straight.out).ctx)
 
     other = tmp_path / "o.safetensors"
-    train_distribution(images, pipe, other, replace(legacy, ortho_kind="authors-code"), progress=False,
-                       max_steps_this_run=1)
+    train_distribution(
+        images, pipe, other, replace(legacy, ortho_kind="authors-code"), progress=False, max_steps_this_run=1
+    )
     _as_version_1(default_paths(other)["checkpoint"], ortho_kind="squared")
     with pytest.raises(InputError, match="half the authors' value.*--force"):
-        train_distribution(images, pipe, other, replace(legacy, ortho_kind="authors-code"), progress=False,
-                           resume=True)
+        train_distribution(images, pipe, other, replace(legacy, ortho_kind="authors-code"), progress=False, resume=True)
 
 
 # --------------------------------------------------------------------------- UNet chunks (issue 17)
@@ -588,12 +731,14 @@ def test_chunked_step_computes_the_same_update(pipe, images, tmp_path, chunk):
     calls: list[int] = []
     hook = pipe.unet.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     try:
-        whole = train_distribution(images, pipe, tmp_path / "a.safetensors", replace(config, unet_batch=8),
-                                   progress=False)
+        whole = train_distribution(
+            images, pipe, tmp_path / "a.safetensors", replace(config, unet_batch=8), progress=False
+        )
         assert calls == [8, 8]
         calls.clear()
-        chunked = train_distribution(images, pipe, tmp_path / "b.safetensors", replace(config, unet_batch=chunk),
-                                     progress=False)
+        chunked = train_distribution(
+            images, pipe, tmp_path / "b.safetensors", replace(config, unet_batch=chunk), progress=False
+        )
         assert calls == [chunk] * (16 // chunk)
     finally:
         hook.remove()
@@ -625,8 +770,11 @@ def test_auto_chunks_and_checkpointing_follow_the_free_memory(pipe, images, tmp_
     tight = with_free(needed(estimate.peak(1, False)) - 1, "tight")  # not even 1: checkpointing on
     assert tight.memory.gradient_checkpointing and tight.memory.fits and tight.memory.unet_batch >= 1
     hopeless = with_free(0, "none")
-    assert (hopeless.memory.unet_batch, hopeless.memory.gradient_checkpointing, hopeless.memory.fits) == \
-        (1, True, False)
+    assert (hopeless.memory.unet_batch, hopeless.memory.gradient_checkpointing, hopeless.memory.fits) == (
+        1,
+        True,
+        False,
+    )
     assert "does not fit even so" in hopeless.memory.describe()
 
     seen: list[bool] = []
@@ -650,16 +798,45 @@ def test_every_file_train_writes_follows_the_umask(images, tiny_model_dir, tmp_p
     out = tmp_path / "run" / "d.safetensors"
     previous = os.umask(umask)
     try:
-        code, _, err = _cli(capsys, "train", images, "--model", tiny_model_dir, "--out", out, "--num-prompts", "2",
-                            "--num-tokens", "1", "--samples", "1", "--batch-size", "1", "--steps", "2",
-                            "--preview-every", "2", "--preview-count", "1", "--preview-steps", "1",
-                            "--device", "cpu", "--no-progress")
+        code, _, err = _cli(
+            capsys,
+            "train",
+            images,
+            "--model",
+            tiny_model_dir,
+            "--out",
+            out,
+            "--num-prompts",
+            "2",
+            "--num-tokens",
+            "1",
+            "--samples",
+            "1",
+            "--batch-size",
+            "1",
+            "--steps",
+            "2",
+            "--preview-every",
+            "2",
+            "--preview-count",
+            "1",
+            "--preview-steps",
+            "1",
+            "--device",
+            "cpu",
+            "--no-progress",
+        )
     finally:
         os.umask(previous)
     assert code == 0, err
     paths = default_paths(out)
-    written = [out, paths["checkpoint"], paths["log_csv"], loss_curve_path(paths["log_csv"]),
-               paths["preview_dir"] / "step-000002.png"]
+    written = [
+        out,
+        paths["checkpoint"],
+        paths["log_csv"],
+        loss_curve_path(paths["log_csv"]),
+        paths["preview_dir"] / "step-000002.png",
+    ]
     assert sorted(p.name for p in out.parent.iterdir()) == sorted(p.name for p in [*written[:4], paths["preview_dir"]])
     for path in written:
         assert path.stat().st_mode & 0o777 == mode, path

@@ -21,8 +21,17 @@ from dreamdist.train.components import Assignment, keep_every_component, kmeans
 from dreamdist.train.config import METHOD
 from dreamdist.train.trainer import Trainer
 
-SMALL = TrainConfig(num_prompts=2, num_tokens=2, samples=2, batch_size=2, steps=8, lr=3e-2, checkpoint_every=0,
-                    components=2, assign_every=4)
+SMALL = TrainConfig(
+    num_prompts=2,
+    num_tokens=2,
+    samples=2,
+    batch_size=2,
+    steps=8,
+    lr=3e-2,
+    checkpoint_every=0,
+    components=2,
+    assign_every=4,
+)
 
 
 @pytest.fixture(scope="module")
@@ -73,8 +82,9 @@ def test_mixture_trains_one_gaussian_per_component_and_writes_version_2(pipe, tw
 
 
 def test_e_step_moves_each_image_to_its_lowest_cost(pipe, two_modes, tmp_path, monkeypatch):
-    trainer = Trainer(two_modes, pipe, tmp_path / "e.safetensors", SMALL, progress=False, checkpoint=False,
-                      log_csv=False)
+    trainer = Trainer(
+        two_modes, pipe, tmp_path / "e.safetensors", SMALL, progress=False, checkpoint=False, log_csv=False
+    )
     costs = trainer.denoising_costs()
     assert costs.shape == (6, 2) and torch.isfinite(costs).all() and (costs > 0).all()
     assert torch.equal(costs, trainer.denoising_costs())  # the step's own draws: the same when asked again
@@ -125,9 +135,34 @@ def test_one_component_records_are_those_without_mixtures(pipe, two_modes, tmp_p
 
 def test_cli_trains_inspects_and_samples_a_mixture(two_modes, tiny_model_dir, tmp_path, capsys):
     out = tmp_path / "m.safetensors"
-    assert main(["train", str(two_modes), "--model", str(tiny_model_dir), "--out", str(out), "--num-prompts", "2",
-                 "--num-tokens", "2", "--samples", "1", "--steps", "4", "--components", "2", "--assign-every", "2",
-                 "--device", "cpu", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                str(two_modes),
+                "--model",
+                str(tiny_model_dir),
+                "--out",
+                str(out),
+                "--num-prompts",
+                "2",
+                "--num-tokens",
+                "2",
+                "--samples",
+                "1",
+                "--steps",
+                "4",
+                "--components",
+                "2",
+                "--assign-every",
+                "2",
+                "--device",
+                "cpu",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     said = capsys.readouterr()
     assert "(2 components x 2 prompts x 2 tokens, 6 images" in said.out
     assert "components start with 3 / 3 images (k-means on their latents)" in said.err

@@ -31,8 +31,16 @@ def dist(tiny_distribution, tiny_encoder):
 
 
 def _cond(dist, seed=7, gamma=1.0, template="{}", neg="blurry"):
-    return sample_view_conditioning(dist, template, VIEWS, seed=seed, gamma=gamma, negative_prompt=neg,
-                                    view_names=["side", "front", "back", "overhead"], base_model="tiny")
+    return sample_view_conditioning(
+        dist,
+        template,
+        VIEWS,
+        seed=seed,
+        gamma=gamma,
+        negative_prompt=neg,
+        view_names=["side", "front", "back", "overhead"],
+        base_model="tiny",
+    )
 
 
 def test_one_draw_is_shared_by_every_view(dist):
@@ -78,8 +86,9 @@ def test_mixing_follows_the_2d_module(tiny_distribution, tiny_distribution_b, ti
     only_a = PromptDistribution.from_files([tiny_distribution, tiny_distribution_b], tiny_encoder, [1.0, 0.0])
     assert torch.allclose(_cond(only_a).text_vd, _cond(dist).text_vd, atol=1e-6)
     paper = PromptDistribution.from_files([tiny_distribution, tiny_distribution_b], tiny_encoder, [0.5, 0.5])
-    ref = PromptDistribution.from_files([tiny_distribution, tiny_distribution_b], tiny_encoder, [0.5, 0.5],
-                                        mix_rule="reference")
+    ref = PromptDistribution.from_files(
+        [tiny_distribution, tiny_distribution_b], tiny_encoder, [0.5, 0.5], mix_rule="reference"
+    )
     cp, cr = _cond(paper), _cond(ref)
     # same mean (gamma 0), different spread rules
     assert torch.allclose(_cond(paper, gamma=0).text_vd, _cond(ref, gamma=0).text_vd, atol=1e-6)
@@ -94,14 +103,23 @@ def test_spec_from_the_files_alone_equals_the_sampled_spec(dist, tiny_distributi
     from dreamdist.distfile import file_sha256
 
     cond = _cond(dist, seed=5, gamma=0.5)
-    expected = sample_spec(seed=5, gamma=0.5, template="{}", view_templates=VIEWS, negative_prompt="blurry",
-                           file_hashes=[file_sha256(tiny_distribution)], base_model="tiny",
-                           view_names=["side", "front", "back", "overhead"], files=[str(tiny_distribution)])
+    expected = sample_spec(
+        seed=5,
+        gamma=0.5,
+        template="{}",
+        view_templates=VIEWS,
+        negative_prompt="blurry",
+        file_hashes=[file_sha256(tiny_distribution)],
+        base_model="tiny",
+        view_names=["side", "front", "back", "overhead"],
+        files=[str(tiny_distribution)],
+    )
     assert expected == cond.spec and expected.differences(cond.spec) == []
     assert expected.weights == (1.0,) and expected.negative_prompts_vd == ("blurry",) * 4
     with pytest.raises(InputError, match="4 view templates but 1 negative prompts"):
-        sample_spec(seed=5, gamma=0.5, template="{}", view_templates=VIEWS, negative_prompts_vd=["x"],
-                    file_hashes=["h"])
+        sample_spec(
+            seed=5, gamma=0.5, template="{}", view_templates=VIEWS, negative_prompts_vd=["x"], file_hashes=["h"]
+        )
 
 
 def test_templates_without_placeholder_are_refused_in_one_line(dist):
@@ -141,8 +159,14 @@ def test_spec_json_round_trip():
     spec = SampleSpec(1, 0.5, "{}", ("{}, side view",), "", ("",), ("ab",), (1.0,), "paper", "m", ("side",), ("f",))
     assert SampleSpec.from_json(spec.to_json()) == spec
     assert "std_scales" not in spec.to_json()  # no per-file scales: the JSON conditionings always had
-    scaled = sample_spec(seed=1, gamma=1.0, template="{}", view_templates=["{}, side view"], file_hashes=["a", "b"],
-                         std_scales=[1.0, 0.5])
+    scaled = sample_spec(
+        seed=1,
+        gamma=1.0,
+        template="{}",
+        view_templates=["{}, side view"],
+        file_hashes=["a", "b"],
+        std_scales=[1.0, 0.5],
+    )
     assert scaled.std_scales == (1.0, 0.5) and SampleSpec.from_json(scaled.to_json()) == scaled
 
 

@@ -57,11 +57,24 @@ MVDREAM_TEXT_WIDTHS = {"sd-v1.5-4view": 768, "sd-v2.1-base-4view": 1024}
 # This processor's training settings (the names its users write) -> dreamdist.train.TrainConfig fields.
 # The values are handed over as one mapping; TrainConfig holds the defaults, meanings and limits.
 TRAIN_SETTINGS = {
-    "train_steps": "steps", "num_prompts": "num_prompts", "num_tokens": "num_tokens", "train_template": "template",
-    "train_samples": "samples", "ortho_weight": "ortho_weight", "ortho_kind": "ortho_kind",
-    "snr_gamma": "snr_gamma", "snr_kind": "snr_kind", "learning_rate": "lr", "train_batch_size": "batch_size",
-    "train_resolution": "resolution", "train_crop": "crop", "train_flip": "flip", "train_seed": "seed",
-    "precision": "precision", "train_unet_batch": "unet_batch", "train_components": "components",
+    "train_steps": "steps",
+    "num_prompts": "num_prompts",
+    "num_tokens": "num_tokens",
+    "train_template": "template",
+    "train_samples": "samples",
+    "ortho_weight": "ortho_weight",
+    "ortho_kind": "ortho_kind",
+    "snr_gamma": "snr_gamma",
+    "snr_kind": "snr_kind",
+    "learning_rate": "lr",
+    "train_batch_size": "batch_size",
+    "train_resolution": "resolution",
+    "train_crop": "crop",
+    "train_flip": "flip",
+    "train_seed": "seed",
+    "precision": "precision",
+    "train_unet_batch": "unet_batch",
+    "train_components": "components",
     "train_assign_every": "assign_every",
 }
 _TRAIN_DEFAULTS = TrainConfig()
@@ -414,7 +427,11 @@ class DreamdistPromptProcessor(PromptProcessor):
                 str(cfg.guidance_model_name_or_path),
             )
             dist = PromptDistribution.from_files(
-                paths, encoder, weights=cfg.distribution_weights, mix_rule=cfg.mix_rule, encoder_name=model,
+                paths,
+                encoder,
+                weights=cfg.distribution_weights,
+                mix_rule=cfg.mix_rule,
+                encoder_name=model,
                 std_scale=self._std_scales(),
             )
             cond = sample_view_conditioning(

@@ -44,8 +44,13 @@ class Distribution:
     pipeline's text encoder (checked against the file's fingerprint first) once per template.
     """
 
-    def __init__(self, files: Sequence[DistributionFile], weights: Sequence[float] | None = None,
-                 rule: MixRule = "paper", std_scale: float | Sequence[float] | None = None) -> None:
+    def __init__(
+        self,
+        files: Sequence[DistributionFile],
+        weights: Sequence[float] | None = None,
+        rule: MixRule = "paper",
+        std_scale: float | Sequence[float] | None = None,
+    ) -> None:
         self.files = list(files)
         labels = [str(f.path or f"file {i + 1}") for i, f in enumerate(self.files)]
         self.weights = None if weights is None else check_weights(weights, labels, "weights")
@@ -85,13 +90,29 @@ class Distribution:
         encoder = pipe.text_encoder
         if self._bound is None or self._bound[0] is not encoder:
             soft = SoftPromptEncoder(pipe.tokenizer, encoder)
-            self._bound = (encoder, PromptDistribution(self.files, soft, self.weights, self.rule,
-                                                       encoder_name=_pipeline_name(pipe), std_scale=self.std_scales))
+            self._bound = (
+                encoder,
+                PromptDistribution(
+                    self.files,
+                    soft,
+                    self.weights,
+                    self.rule,
+                    encoder_name=_pipeline_name(pipe),
+                    std_scale=self.std_scales,
+                ),
+            )
         return self._bound[1]
 
     @torch.no_grad()
-    def prompt_embeds(self, pipe: Any, n: int = 1, seed: int = 0, gamma: float = 1.0,
-                      template: str | None = None, negative_prompt: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    def prompt_embeds(
+        self,
+        pipe: Any,
+        n: int = 1,
+        seed: int = 0,
+        gamma: float = 1.0,
+        template: str | None = None,
+        negative_prompt: str = "",
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``n`` prompt samples and the matching negative prompt, each (n, 77, d) on the pipeline's
         device and dtype: pass them as ``prompt_embeds`` / ``negative_prompt_embeds``.
 
@@ -109,8 +130,9 @@ class Distribution:
         dtype = pipe.unet.dtype if getattr(pipe, "unet", None) is not None else pipe.text_encoder.dtype
         return embeds.to(pipe.device, dtype), negative.to(pipe.device, dtype)
 
-    def latents(self, pipe: Any, n: int = 1, seed: int = 0, height: int | None = None,
-                width: int | None = None) -> torch.Tensor:
+    def latents(
+        self, pipe: Any, n: int = 1, seed: int = 0, height: int | None = None, width: int | None = None
+    ) -> torch.Tensor:
         """The initial latents (n, C, h, w) the CLI uses for images seed .. seed + n - 1 (a CPU
         generator per image, so they are the same on any device). ``height``/``width`` in pixels,
         default: the model's native size. Pass as ``latents=`` to a text-to-image pipeline."""
@@ -126,8 +148,12 @@ def load(path: str | os.PathLike) -> Distribution:
     return Distribution([load_distribution(path)])
 
 
-def mix(paths: Sequence[str | os.PathLike | Distribution], weights: Sequence[float] | None = None,
-        rule: MixRule = "paper", std_scale: float | Sequence[float] | None = None) -> Distribution:
+def mix(
+    paths: Sequence[str | os.PathLike | Distribution],
+    weights: Sequence[float] | None = None,
+    rule: MixRule = "paper",
+    std_scale: float | Sequence[float] | None = None,
+) -> Distribution:
     """A mix of several distributions with ``weights`` (default: equal; normalised to sum 1).
     ``rule``: "paper" (eq. 7: sigma = sum sqrt(a_i) sigma_i) or "reference" (the authors' generate.py:
     sigma = sqrt(sum (a_i sigma_i)^2)). ``std_scale``: file i's sigma_i becomes s_i * sigma_i before the
@@ -139,13 +165,19 @@ def mix(paths: Sequence[str | os.PathLike | Distribution], weights: Sequence[flo
     return Distribution(files, weights, rule, std_scale)
 
 
-def train_distribution(images: str | os.PathLike, model: Any, out: str | os.PathLike, *,
-                       device: str | None = None, resume: bool = False, progress: bool = True,
-                       **settings: Any) -> Path:
+def train_distribution(
+    images: str | os.PathLike,
+    model: Any,
+    out: str | os.PathLike,
+    *,
+    device: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    **settings: Any,
+) -> Path:
     """Learn a distribution from the images in folder ``images`` and write it to ``out``; returns
     ``out``. ``model``: a diffusers model folder, hub id or loaded pipeline. ``settings``: any
     ``dreamdist.train.TrainConfig`` field (``steps=1500``, ``num_prompts=32``, ...; the paper's
     defaults otherwise). Interrupted runs continue with ``resume=True``."""
-    result = _train(images, model, out, TrainConfig(**settings), device=device, resume=resume,
-                          progress=progress)
+    result = _train(images, model, out, TrainConfig(**settings), device=device, resume=resume, progress=progress)
     return Path(result.out)

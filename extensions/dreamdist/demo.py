@@ -80,8 +80,9 @@ def write_references(folder: Path, shapes: tuple[str, ...], colour: str, count: 
         Image.fromarray(pixels).save(folder / f"{i:02d}-{spec.colour}-{spec.shape}.png")
 
 
-def run_demo(out: Path, steps: int = 60, keep: bool = False, model: str | None = None,
-             progress: bool = True) -> DemoResult:
+def run_demo(
+    out: Path, steps: int = 60, keep: bool = False, model: str | None = None, progress: bool = True
+) -> DemoResult:
     from dreamdist.sampling import mix_row, sample, sweep_gamma
     from dreamdist.train import TrainConfig, train_distribution
 
@@ -98,18 +99,40 @@ def run_demo(out: Path, steps: int = 60, keep: bool = False, model: str | None =
         refs = out / "references" / name
         write_references(refs, shapes, colour, 12 if name == "red" else 8, seed=i)
         add((f"references/{name}", f"reference images: {colour} {' and '.join(shapes)}s on grey"))
-        config = TrainConfig(num_prompts=8, num_tokens=2, samples=2, steps=steps, batch_size=4,
-                             template="a {}", checkpoint_every=max(steps, 1))
+        config = TrainConfig(
+            num_prompts=8,
+            num_tokens=2,
+            samples=2,
+            steps=steps,
+            batch_size=4,
+            template="a {}",
+            checkpoint_every=max(steps, 1),
+        )
         dist = out / f"{name}.safetensors"
-        train_distribution(refs, model, dist, config, progress=progress, checkpoint=None if keep else False,
-                           log_csv=out / f"{name}.log.csv")
+        train_distribution(
+            refs,
+            model,
+            dist,
+            config,
+            progress=progress,
+            checkpoint=None if keep else False,
+            log_csv=out / f"{name}.log.csv",
+        )
         dists[name] = dist
         add((dist.name, f"the learned distribution (K=8 prompts, M=2 tokens, {steps} steps)"))
         add((f"{name}.log.csv", "per-step diffusion and orthogonality loss"))
         curve = loss_curve_path(out / f"{name}.log.csv").name
         add((curve, f"loss curve of the {name} training"))
-        result.sets.append(TrainedSet(name, f"references/{name}", f"{colour} {' and '.join(shapes)}s on grey",
-                                      dist.name, f"{name}.log.csv", curve))
+        result.sets.append(
+            TrainedSet(
+                name,
+                f"references/{name}",
+                f"{colour} {' and '.join(shapes)}s on grey",
+                dist.name,
+                f"{name}.log.csv",
+                curve,
+            )
+        )
 
     red = [dists["red"]]
     run = sweep_gamma(red, out / "gamma-sweep", gammas=(0.0, 1.0, 2.0), n=4, **common)
@@ -122,10 +145,12 @@ def run_demo(out: Path, steps: int = 60, keep: bool = False, model: str | None =
     return result
 
 
-STYLE = ("body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}"
-         ".thumbs img{width:64px;height:64px;image-rendering:pixelated;margin:2px;border:1px solid #ccc}"
-         ".grid img{image-rendering:pixelated;max-width:520px}figure{margin:1em 0}"
-         ".set{display:flex;gap:2em;align-items:flex-start;flex-wrap:wrap}")
+STYLE = (
+    "body{font-family:sans-serif;max-width:1100px;margin:1em auto;padding:0 1em}"
+    ".thumbs img{width:64px;height:64px;image-rendering:pixelated;margin:2px;border:1px solid #ccc}"
+    ".grid img{image-rendering:pixelated;max-width:520px}figure{margin:1em 0}"
+    ".set{display:flex;gap:2em;align-items:flex-start;flex-wrap:wrap}"
+)
 
 
 def _img(src: str, alt: str, cls: str = "") -> str:
@@ -138,23 +163,32 @@ def write_index(result: DemoResult, model: str) -> None:
     lines = ["dreamdist demo output", f"model: {model}", NOTE, ""]
     lines += [f"{path}\t{what}" for path, what in result.entries]
     atomic_write_text(result.out / "README.txt", "\n".join(lines) + "\n")
-    parts = [f"<!doctype html><meta charset=utf-8><title>dreamdist demo</title><style>{STYLE}</style>",
-             "<h1>dreamdist demo</h1>", f"<p>{html.escape(NOTE)}</p><p>model: {html.escape(model)}</p>",
-             "<h2>Reference sets and training</h2>"]
+    parts = [
+        f"<!doctype html><meta charset=utf-8><title>dreamdist demo</title><style>{STYLE}</style>",
+        "<h1>dreamdist demo</h1>",
+        f"<p>{html.escape(NOTE)}</p><p>model: {html.escape(model)}</p>",
+        "<h2>Reference sets and training</h2>",
+    ]
     for s in result.sets:
-        thumbs = "".join(_img(f"{s.references}/{p.name}", p.name)
-                         for p in sorted((result.out / s.references).iterdir()) if p.suffix == ".png")
+        thumbs = "".join(
+            _img(f"{s.references}/{p.name}", p.name)
+            for p in sorted((result.out / s.references).iterdir())
+            if p.suffix == ".png"
+        )
         parts.append(
             f"<h3>{html.escape(s.name)}: {html.escape(s.description)}</h3><div class=set>"
             f"<div><div class=thumbs>{thumbs}</div><p><a href='{html.escape(s.distribution)}'>"
             f"{html.escape(s.distribution)}</a> &middot; <a href='{html.escape(s.log_csv)}'>"
-            f"{html.escape(s.log_csv)}</a></p></div>{_img(s.loss_curve, f'loss curve of {s.name}')}</div>")
+            f"{html.escape(s.log_csv)}</a></p></div>{_img(s.loss_curve, f'loss curve of {s.name}')}</div>"
+        )
     parts.append("<h2>Samples</h2>")
     trained = {name for s in result.sets for name in (s.references, s.distribution, s.log_csv, s.loss_curve)}
     for path, what in result.entries:
         if path not in trained:
-            parts.append(f"<figure class=grid><figcaption>{html.escape(what)} (<a href='{html.escape(path)}'>"
-                         f"{html.escape(path)}</a>)</figcaption>{_img(path, what)}</figure>")
+            parts.append(
+                f"<figure class=grid><figcaption>{html.escape(what)} (<a href='{html.escape(path)}'>"
+                f"{html.escape(path)}</a>)</figcaption>{_img(path, what)}</figure>"
+            )
     atomic_write_text(result.out / "index.html", "\n".join(parts) + "\n")
 
 

@@ -179,9 +179,7 @@ def load_distribution(path: str | os.PathLike) -> DistributionFile:
             keys = set(f.keys())
             tensors = {k: f.get_tensor(k) for k in ("ctx", "fingerprint_probe") if k in keys}
     except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise DistributionFileError(
-            f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}"
-        ) from None
+        raise DistributionFileError(f"{path}: not a readable safetensors file (truncated or corrupt?): {exc}") from None
     if meta.get("format") != FORMAT or "ctx" not in tensors:
         raise DistributionFileError(
             f"{path}: not a dreamdist distribution file (format {meta.get('format')!r}); "
@@ -190,14 +188,15 @@ def load_distribution(path: str | os.PathLike) -> DistributionFile:
     version = int(meta.get("format_version", "0"))
     if version > FORMAT_VERSION:
         raise DistributionFileError(
-            f"{path}: format version {version} is newer than this dreamdist reads ({FORMAT_VERSION}); "
-            "upgrade dreamdist"
+            f"{path}: format version {version} is newer than this dreamdist reads ({FORMAT_VERSION}); upgrade dreamdist"
         )
     try:
         fp = json.loads(meta["fingerprint"])
         fingerprint = Fingerprint(fp["hidden_size"], fp["vocab_size"], fp["sha256"], tensors["fingerprint_probe"])
-        components = tuple(Component(float(c["weight"]), tuple(c.get("images", ())))
-                           for c in json.loads(meta.get("components", '[{"weight": 1.0}]')))
+        components = tuple(
+            Component(float(c["weight"]), tuple(c.get("images", ())))
+            for c in json.loads(meta.get("components", '[{"weight": 1.0}]'))
+        )
         return DistributionFile(
             ctx=tensors["ctx"],
             base_model=meta["base_model"],

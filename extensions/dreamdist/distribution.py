@@ -122,8 +122,10 @@ class PromptDistribution:
         components is refused: use ``mixture``."""
         mixture = self.mixture(template)
         if len(mixture) > 1:
-            raise MixError(f"the distribution has {len(mixture)} components (trained with --components); "
-                           "it samples as a mixture, not as one Gaussian")
+            raise MixError(
+                f"the distribution has {len(mixture)} components (trained with --components); "
+                "it samples as a mixture, not as one Gaussian"
+            )
         return mixture.parts[0]
 
     def sample(self, seeds: Sequence[int], gamma: float = 1.0, template: str | None = None) -> torch.Tensor:

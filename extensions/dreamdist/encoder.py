@@ -127,9 +127,7 @@ class SoftPromptEncoder:
         with torch.no_grad():
             fixed = self.token_embedding(ids)
         end = lay.start + m
-        embeds = torch.cat(
-            [fixed[: lay.start].expand(k, -1, -1), ctx.to(fixed), fixed[end:].expand(k, -1, -1)], dim=1
-        )
+        embeds = torch.cat([fixed[: lay.start].expand(k, -1, -1), ctx.to(fixed), fixed[end:].expand(k, -1, -1)], dim=1)
         features = self.encode_embeddings(ids.expand(k, -1), embeds).features
         # Pool at the template's own EOS, not where CLIP looks for it (the first end-of-text id, or the
         # largest id): SD 1.x tokenizers pad with end-of-text, so the learned slots would be taken for it.

@@ -148,9 +148,7 @@ def normalised_weights(weights: Sequence[float]) -> list[float]:
     return [float(w) / total for w in weights]
 
 
-def mix(
-    components: Sequence[tuple[FeatureGaussian, float]], rule: MixRule = "paper"
-) -> FeatureGaussian:
+def mix(components: Sequence[tuple[FeatureGaussian, float]], rule: MixRule = "paper") -> FeatureGaussian:
     """Mix Gaussians with weights alpha (paper eq. 7).
 
     ``rule="paper"``: mu* = sum a_i mu_i, sigma* = sum sqrt(a_i) sigma_i.

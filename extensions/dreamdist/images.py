@@ -64,8 +64,8 @@ class ReferenceImages:
         image, r = self.resized[index], self.resolution
         height, width = image.shape[-2:]
         if width >= height:
-            return torch.stack([image[:, :r, x:x + r] for x in crop_offsets(width - r, step, max_positions)])
-        return torch.stack([image[:, y:y + r, :r] for y in crop_offsets(height - r, step, max_positions)])
+            return torch.stack([image[:, :r, x : x + r] for x in crop_offsets(width - r, step, max_positions)])
+        return torch.stack([image[:, y : y + r, :r] for y in crop_offsets(height - r, step, max_positions)])
 
 
 def crop_offsets(span: int, step: int, max_positions: int = MAX_CROP_POSITIONS) -> list[int]:
@@ -120,13 +120,16 @@ def open_image(path: str | os.PathLike):
             image = ImageOps.exif_transpose(opened) or opened
             image = _to_rgb(image)
     except UnidentifiedImageError:
-        raise InputError(f"{path}: not a readable image (corrupt, or not really a {path.suffix} file); "
-                         "re-export it or remove it from the folder") from None
+        raise InputError(
+            f"{path}: not a readable image (corrupt, or not really a {path.suffix} file); "
+            "re-export it or remove it from the folder"
+        ) from None
     except Image.DecompressionBombError as exc:
         raise InputError(f"{path}: image too large to decode safely ({exc}); downscale it first") from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise InputError(f"{path}: corrupt or truncated image ({exc}); re-export it or remove it from the "
-                         "folder") from None
+        raise InputError(
+            f"{path}: corrupt or truncated image ({exc}); re-export it or remove it from the folder"
+        ) from None
     return image
 
 
@@ -197,8 +200,9 @@ def check_reference_folder(folder: str | os.PathLike) -> list[Path]:
     return paths
 
 
-def load_reference_images(folder: str | os.PathLike, resolution: int, paths: list[Path] | None = None,
-                          keep_resized: bool = False) -> ReferenceImages:
+def load_reference_images(
+    folder: str | os.PathLike, resolution: int, paths: list[Path] | None = None, keep_resized: bool = False
+) -> ReferenceImages:
     """Load every image of ``folder`` as a ``resolution``-pixel square (see module doc); with
     ``keep_resized``, also as resized to ``resolution`` on its short side (for random crops)."""
     if resolution < 8:

@@ -40,12 +40,17 @@ def inspect_distribution(dist: DistributionFile, model: str, top: int = 3) -> di
     reports = [_component_report(encoder, layout, g, ctx, top) for g, ctx in zip(mixture.parts, dist.component_ctx())]
     if len(reports) == 1:
         return reports[0]
-    return {"components": [{"component": i, "weight": c.weight, "images": list(c.images), **r}
-                           for i, (c, r) in enumerate(zip(dist.components, reports))]}
+    return {
+        "components": [
+            {"component": i, "weight": c.weight, "images": list(c.images), **r}
+            for i, (c, r) in enumerate(zip(dist.components, reports))
+        ]
+    }
 
 
-def _component_report(encoder: SoftPromptEncoder, layout: Any, gaussian: FeatureGaussian, ctx: torch.Tensor,
-                      top: int) -> dict[str, Any]:
+def _component_report(
+    encoder: SoftPromptEncoder, layout: Any, gaussian: FeatureGaussian, ctx: torch.Tensor, top: int
+) -> dict[str, Any]:
     tokens = encoder.tokenizer.convert_ids_to_tokens(layout.input_ids.tolist())
     slots = range(layout.start, layout.start + layout.num_tokens)
     sigma = gaussian.sigma.float().mean(dim=-1)

@@ -30,8 +30,7 @@ def read_losses(log_csv: str | os.PathLike) -> dict[str, list[float]]:
     return columns
 
 
-def plot_loss_curve(log_csv: str | os.PathLike, out_png: str | os.PathLike | None = None,
-                    title: str = "") -> Path:
+def plot_loss_curve(log_csv: str | os.PathLike, out_png: str | os.PathLike | None = None, title: str = "") -> Path:
     """Diffusion loss (raw and smoothed) and orthogonality loss per step, on two axes."""
     import matplotlib
 

@@ -61,8 +61,9 @@ def snr(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
     return alpha / (1.0 - alpha)
 
 
-def min_snr_weights(alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float, prediction_type: str,
-                    kind: str = "min-snr") -> torch.Tensor:
+def min_snr_weights(
+    alphas_cumprod: torch.Tensor, timesteps: torch.Tensor, gamma: float, prediction_type: str, kind: str = "min-snr"
+) -> torch.Tensor:
     """Per-timestep loss weights (float32, shape of ``timesteps``); see the module doc. A zero-SNR
     timestep (zero-terminal-SNR schedules) gets weight 1 for epsilon, 0 for v and sample (no 0/0)."""
     if kind not in SNR_KINDS:

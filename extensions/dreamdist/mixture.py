@@ -50,8 +50,9 @@ class GaussianMixture:
 
     def __post_init__(self) -> None:
         if not self.parts or len(self.parts) != len(self.weights):
-            raise MixError(f"a mixture needs one weight per component: {len(self.parts)} components, "
-                           f"{len(self.weights)} weights")
+            raise MixError(
+                f"a mixture needs one weight per component: {len(self.parts)} components, {len(self.weights)} weights"
+            )
         shapes = {tuple(g.shape) for g in self.parts}
         if len(shapes) > 1:
             raise MixError(f"mixture components differ in shape: {sorted(shapes)}")

@@ -30,8 +30,9 @@ class PromptSet(nn.Module):
     def encode(self, encoder: SoftPromptEncoder, template: Template) -> EncodedPrompts:
         return encoder.encode_soft(self.ctx, template)
 
-    def gaussians(self, encoder: SoftPromptEncoder, template: Template,
-                  components: int) -> tuple[list[FeatureGaussian], EncodedPrompts]:
+    def gaussians(
+        self, encoder: SoftPromptEncoder, template: Template, components: int
+    ) -> tuple[list[FeatureGaussian], EncodedPrompts]:
         """The feature-space Gaussians for ``template``, one per mixture component, each fitted on
         its own consecutive block of the prompts (component c: prompts c*K .. c*K+K-1), in float32
         even when the encoder runs in half precision and differentiable in ctx; and the encodings

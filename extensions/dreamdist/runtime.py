@@ -17,7 +17,7 @@ _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def precision_name(dtype: torch.dtype) -> str:
-    """"fp32"/"fp16"/"bf16" as the flags spell them (what files and manifests record)."""
+    """ "fp32"/"fp16"/"bf16" as the flags spell them (what files and manifests record)."""
     return {v: k for k, v in _DTYPES.items()}.get(dtype, str(dtype))
 
 
@@ -32,15 +32,16 @@ def pick_device(device: str | None = None) -> torch.device:
 
 
 def resolve_dtype(precision: str, device: torch.device, auto_cuda: str = "fp16") -> torch.dtype:
-    """"auto" is fp32 on CPU (half precision is slow or unsupported there) and ``auto_cuda`` on GPU."""
+    """ "auto" is fp32 on CPU (half precision is slow or unsupported there) and ``auto_cuda`` on GPU."""
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
     if precision == "auto":
         precision = auto_cuda if device.type == "cuda" else "fp32"
     dtype = _DTYPES[precision]
     if device.type == "cpu" and dtype != torch.float32 and not cpu_autocast_supports(dtype):
-        raise InputError(f"precision {precision} on the CPU needs a newer torch than {torch.__version__}; "
-                         "use fp32 or bf16 there")
+        raise InputError(
+            f"precision {precision} on the CPU needs a newer torch than {torch.__version__}; use fp32 or bf16 there"
+        )
     return dtype
 
 

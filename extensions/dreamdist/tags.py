@@ -10,7 +10,7 @@ SUFFIXES = (".safetensors", ".pt")
 
 
 def file_stem(path: Any) -> str:
-    """"cats" for ".../cats.safetensors" (also for a folder path with a trailing slash)."""
+    """ "cats" for ".../cats.safetensors" (also for a folder path with a trailing slash)."""
     name = os.path.basename(str(path).rstrip("/\\"))
     for suffix in SUFFIXES:
         if name.endswith(suffix):
@@ -18,9 +18,10 @@ def file_stem(path: Any) -> str:
     return name
 
 
-def distribution_tag(distribution: str | os.PathLike | Sequence[Any] | None = None,
-                     reference_images: Any = None) -> str:
-    """"cats", "cats+dogs" for a mix, "ref-photos" for a reference-image folder. Spaces become
+def distribution_tag(
+    distribution: str | os.PathLike | Sequence[Any] | None = None, reference_images: Any = None
+) -> str:
+    """ "cats", "cats+dogs" for a mix, "ref-photos" for a reference-image folder. Spaces become
     underscores, as threestudio's rmspace does."""
     if distribution is not None and not isinstance(distribution, (str, os.PathLike)):
         name = "+".join(file_stem(p) for p in distribution)

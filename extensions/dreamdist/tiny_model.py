@@ -83,19 +83,37 @@ def clip_text_encoder(tokenizer, hidden_size: int, layers: int = 2, heads: int =
     """A random CLIPTextModel for ``tokenizer`` (SD's special-token ids), the shape given."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    return CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=mlp_ratio * hidden_size,
-        num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=77, hidden_act="gelu",
-        projection_dim=hidden_size, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id))
+    return CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=hidden_size,
+            intermediate_size=mlp_ratio * hidden_size,
+            num_hidden_layers=layers,
+            num_attention_heads=heads,
+            max_position_embeddings=77,
+            hidden_act="gelu",
+            projection_dim=hidden_size,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    )
 
 
 def sd_scheduler(prediction_type: str = "epsilon"):
     """Stable Diffusion 2's DDIM scheduler settings (v_prediction: SD 2.1; epsilon: SD 2.1-base)."""
     from diffusers import DDIMScheduler
 
-    return DDIMScheduler(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                         clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type=prediction_type)
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )
 
 
 def make_tiny_model(

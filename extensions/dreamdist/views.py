@@ -62,8 +62,17 @@ class SampleSpec:
 
     # Fields that must agree for a saved conditioning to stand for this run (``files`` may move).
     IDENTITY = (
-        "seed", "gamma", "template", "view_templates", "negative_prompt", "negative_prompts_vd",
-        "file_hashes", "weights", "mix_rule", "base_model", "std_scales",
+        "seed",
+        "gamma",
+        "template",
+        "view_templates",
+        "negative_prompt",
+        "negative_prompts_vd",
+        "file_hashes",
+        "weights",
+        "mix_rule",
+        "base_model",
+        "std_scales",
     )
 
     def to_json(self) -> str:
@@ -75,8 +84,15 @@ class SampleSpec:
     @classmethod
     def from_json(cls, text: str) -> "SampleSpec":
         raw = json.loads(text)
-        for key in ("view_templates", "negative_prompts_vd", "file_hashes", "weights", "view_names", "files",
-                    "std_scales"):
+        for key in (
+            "view_templates",
+            "negative_prompts_vd",
+            "file_hashes",
+            "weights",
+            "view_names",
+            "files",
+            "std_scales",
+        ):
             raw[key] = tuple(raw.get(key, ()))
         return cls(**raw)
 

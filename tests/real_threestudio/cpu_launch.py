@@ -7,6 +7,7 @@ cuda:<rank>. This wrapper (1) swaps get_device's code for `torch.device("cpu")` 
 imported it shares the one function object), (2) wraps pytorch_lightning.Trainer so accelerator
 becomes "cpu", devices 1, and a "16-mixed" precision becomes "32" (16-bit AMP needs CUDA in PL 2.0),
 then executes launch.py with runpy as __main__, in THREESTUDIO_ROOT (launch.py reads ./custom)."""
+
 import os
 import runpy
 import sys

@@ -70,10 +70,16 @@ def _register_resolvers() -> None:
 
     resolvers = {
         "calc_exp_lr_decay_rate": lambda factor, n: factor ** (1.0 / n),
-        "add": lambda a, b: a + b, "sub": lambda a, b: a - b, "mul": lambda a, b: a * b,
-        "div": lambda a, b: a / b, "idiv": lambda a, b: a // b,
-        "basename": lambda p: os.path.basename(p), "rmspace": lambda s, sub: s.replace(" ", sub),
-        "tuple2": lambda s: [float(s), float(s)], "gt0": lambda s: s > 0, "not": lambda s: not s,
+        "add": lambda a, b: a + b,
+        "sub": lambda a, b: a - b,
+        "mul": lambda a, b: a * b,
+        "div": lambda a, b: a / b,
+        "idiv": lambda a, b: a // b,
+        "basename": lambda p: os.path.basename(p),
+        "rmspace": lambda s, sub: s.replace(" ", sub),
+        "tuple2": lambda s: [float(s), float(s)],
+        "gt0": lambda s: s > 0,
+        "not": lambda s: not s,
     }
     import warnings
 
@@ -90,8 +96,15 @@ def load_config(path: str, extras: list[str], n_gpus: int):
 
     cfg = OmegaConf.merge(OmegaConf.load(path), OmegaConf.from_cli(extras), {"n_gpus": n_gpus})
     OmegaConf.resolve(cfg)
-    defaults = {"name": "default", "tag": "", "seed": 0, "use_timestamp": True, "timestamp": None,
-                "exp_root_dir": "outputs", "resume": None}
+    defaults = {
+        "name": "default",
+        "tag": "",
+        "seed": 0,
+        "use_timestamp": True,
+        "timestamp": None,
+        "exp_root_dir": "outputs",
+        "resume": None,
+    }
     for key, value in defaults.items():
         if key not in cfg:
             cfg[key] = value
@@ -136,6 +149,7 @@ def _connect_sigterm() -> None:
     registered by every trainer.fit/test/predict: on SIGTERM it logs and sets `received_sigterm`,
     nothing else. The fit and evaluation loops then raise SIGTERMException, a SystemExit without a
     code (exit status 0); the prediction loop (launch.py --export) never looks at the flag."""
+
     def notify(signum, frame):  # noqa: ARG001
         print(f"[standin] Received SIGTERM: {signum}", flush=True)
         _SIGTERM["received"] = True
@@ -182,8 +196,14 @@ class ModelCheckpoint:
         not (PR #21244). STANDIN_LIGHTNING_LAST_AT_VALIDATION=0 gives 2.6's behaviour.
     """
 
-    def __init__(self, dirpath: str | Path, save_last: bool | None = None, save_top_k: int = 1,
-                 every_n_train_steps: int | None = None, **_) -> None:
+    def __init__(
+        self,
+        dirpath: str | Path,
+        save_last: bool | None = None,
+        save_top_k: int = 1,
+        every_n_train_steps: int | None = None,
+        **_,
+    ) -> None:
         self.dirpath = os.path.realpath(dirpath)
         self.save_last, self.save_top_k = save_last, save_top_k
         self.every_n_train_steps = every_n_train_steps or 0
@@ -194,13 +214,22 @@ class ModelCheckpoint:
     def state_key(self) -> str:
         """Callback._generate_state_key(monitor, mode, every_n_train_steps, every_n_epochs, ...)."""
         every_n_epochs = 0 if self.every_n_train_steps else 1
-        return "ModelCheckpoint" + repr({"monitor": None, "mode": "min",
-                                         "every_n_train_steps": self.every_n_train_steps,
-                                         "every_n_epochs": every_n_epochs, "train_time_interval": None})
+        return "ModelCheckpoint" + repr(
+            {
+                "monitor": None,
+                "mode": "min",
+                "every_n_train_steps": self.every_n_train_steps,
+                "every_n_epochs": every_n_epochs,
+                "train_time_interval": None,
+            }
+        )
 
     def state_dict(self) -> dict:
-        return {"dirpath": self.dirpath, "last_model_path": self.last_model_path,
-                "best_model_path": self.best_model_path}
+        return {
+            "dirpath": self.dirpath,
+            "last_model_path": self.last_model_path,
+            "best_model_path": self.best_model_path,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if state.get("dirpath", self.dirpath) == self.dirpath:
@@ -268,14 +297,21 @@ def _train(cfg, trial: Path, run: dict, record: dict) -> int:
     max_steps = int(OmegaConf.select(cfg, "trainer.max_steps", default=0) or 1)
     marker = Path(cfg.exp_root_dir) / f".standin-failed-once-{cfg.tag}"
     fail = cfg.seed in _seeds("STANDIN_LAUNCH_FAIL_SEEDS") or (
-        cfg.seed in _seeds("STANDIN_LAUNCH_FAIL_ONCE_SEEDS") and not marker.exists())
+        cfg.seed in _seeds("STANDIN_LAUNCH_FAIL_ONCE_SEEDS") and not marker.exists()
+    )
     written: list[str] = []
     record["checkpoints"] = written
 
     def save(at: int, last_only: bool = False) -> None:
         state = {"epoch": 0, "global_step": at, "run": {"pid": run["pid"], "start": run["start"]}}
-        written.extend(callback.save(0, at, lambda p: save_checkpoint(
-            p, {**state, "callbacks": {callback.state_key: callback.state_dict()}}), last_only))
+        written.extend(
+            callback.save(
+                0,
+                at,
+                lambda p: save_checkpoint(p, {**state, "callbacks": {callback.state_key: callback.state_dict()}}),
+                last_only,
+            )
+        )
 
     val_every = OmegaConf.select(cfg, "trainer.val_check_interval", default=None)
     if not isinstance(val_every, int) or os.environ.get("STANDIN_LIGHTNING_LAST_AT_VALIDATION") == "0":
@@ -292,8 +328,12 @@ def _train(cfg, trial: Path, run: dict, record: dict) -> int:
         new = min(max_steps, first + int((time.monotonic() - t0) / per_step) if per_step > 0 else max_steps)
         if fail and new >= max_steps // 2:
             marker.touch()
-            print("Traceback (most recent call last):\n  ...\nRuntimeError: [standin] CUDA out of memory "
-                  "(simulated failure)", file=sys.stderr, flush=True)
+            print(
+                "Traceback (most recent call last):\n  ...\nRuntimeError: [standin] CUDA out of memory "
+                "(simulated failure)",
+                file=sys.stderr,
+                flush=True,
+            )
             return 1
         n = callback.every_n_train_steps
         events = [(k * n, False) for k in range(step // n + 1, new // n + 1)] if n else []
@@ -322,8 +362,12 @@ def write_png(path: Path, rgb) -> None:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw, 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 def render_test_views(seed: int, n: int, size: int = 64):
@@ -394,9 +438,17 @@ def main(args: argparse.Namespace, extras: list[str]) -> int:
     cfg = load_config(args.config, extras, n_gpus=len(gpus))
     trial = Path(cfg.trial_dir)
     mode = "train" if args.train else "export" if args.export else "validate" if args.validate else "test"
-    record = {"mode": mode, "seed": int(cfg.seed), "tag": cfg.tag, "trial_dir": str(trial), "pid": os.getpid(),
-              "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"), "gpu_arg": args.gpu,
-              "start": time.time(), "resume": cfg.resume}
+    record = {
+        "mode": mode,
+        "seed": int(cfg.seed),
+        "tag": cfg.tag,
+        "trial_dir": str(trial),
+        "pid": os.getpid(),
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "gpu_arg": args.gpu,
+        "start": time.time(),
+        "resume": cfg.resume,
+    }
     if args.train or args.export:
         record["worker_pid"] = _start_worker()
     print(f"[standin] {mode} seed={cfg.seed} trial_dir={trial} gpus={gpus}", flush=True)
@@ -434,11 +486,23 @@ def main(args: argparse.Namespace, extras: list[str]) -> int:
         from mesh_exporter import write_mesh_export  # beside this file: sys.path[0] is the script's folder
 
         # mesh-exporter's Config defaults (threestudio v0.2.3); texture_size stays the stand-in's small one
-        settings = {key: OmegaConf.select(cfg, f"system.exporter.{key}", default=default) for key, default in
-                    (("fmt", "obj-mtl"), ("save_name", "model"), ("save_normal", False), ("save_uv", True),
-                     ("save_texture", True), ("texture_format", "jpg"))}
-        out = write_mesh_export(trial / "save" / f"it{step}-export", seed=int(cfg.seed), **settings,
-                                empty=os.environ.get("STANDIN_LAUNCH_EMPTY_MESH") == "1")
+        settings = {
+            key: OmegaConf.select(cfg, f"system.exporter.{key}", default=default)
+            for key, default in (
+                ("fmt", "obj-mtl"),
+                ("save_name", "model"),
+                ("save_normal", False),
+                ("save_uv", True),
+                ("save_texture", True),
+                ("texture_format", "jpg"),
+            )
+        }
+        out = write_mesh_export(
+            trial / "save" / f"it{step}-export",
+            seed=int(cfg.seed),
+            **settings,
+            empty=os.environ.get("STANDIN_LAUNCH_EMPTY_MESH") == "1",
+        )
         print(f"[standin] Export assets saved to {out.parent}", flush=True)
     for worker in _WORKER:  # a finished launch.py shuts its workers down
         worker.terminate()

@@ -37,8 +37,9 @@ def ellipsoid(seed: int, segments: tuple[int, int] = (48, 24)):
     u, v = np.meshgrid(np.linspace(0, 1, nu + 1), np.linspace(0, 1, nv + 1))
     theta, phi = u * 2 * np.pi, v * np.pi
     radii = np.array([0.3, 0.4, 0.6]) * (1 + 0.1 * (seed % 5))
-    grid_pos = np.stack([radii[0] * np.sin(phi) * np.cos(theta), radii[1] * np.sin(phi) * np.sin(theta),
-                         -radii[2] * np.cos(phi)], -1).reshape(-1, 3) + np.array([0.1, -0.2, 0.3])
+    grid_pos = np.stack(
+        [radii[0] * np.sin(phi) * np.cos(theta), radii[1] * np.sin(phi) * np.sin(theta), -radii[2] * np.cos(phi)], -1
+    ).reshape(-1, 3) + np.array([0.1, -0.2, 0.3])
     grid_uv = np.stack([u, v], -1).reshape(-1, 2)
     idx = np.arange((nu + 1) * (nv + 1)).reshape(nv + 1, nu + 1)
     a, b, c, d = idx[:-1, :-1], idx[:-1, 1:], idx[1:, 1:], idx[1:, :-1]
@@ -52,8 +53,12 @@ def ellipsoid(seed: int, segments: tuple[int, int] = (48, 24)):
     t_pos, t_tex = t_pos[keep], grid_faces[keep]
     used_pos, t_pos = np.unique(t_pos, return_inverse=True)
     used_tex, t_tex = np.unique(t_tex, return_inverse=True)
-    return (grid_pos[used_pos].astype(np.float32), t_pos.reshape(-1, 3), grid_uv[used_tex].astype(np.float32),
-            t_tex.reshape(-1, 3))
+    return (
+        grid_pos[used_pos].astype(np.float32),
+        t_pos.reshape(-1, 3),
+        grid_uv[used_tex].astype(np.float32),
+        t_tex.reshape(-1, 3),
+    )
 
 
 def quadrant_texture(size: int = 64) -> np.ndarray:
@@ -85,8 +90,7 @@ def vertex_normals(v_pos: np.ndarray, t_pos_idx: np.ndarray) -> np.ndarray:
     return (n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-20)).astype(np.float32)
 
 
-def _obj_text(v_pos, t_pos_idx, v_nrm=None, v_tex=None, t_tex_idx=None, v_rgb=None, matname=None,
-              mtllib=None) -> str:
+def _obj_text(v_pos, t_pos_idx, v_nrm=None, v_tex=None, t_tex_idx=None, v_rgb=None, matname=None, mtllib=None) -> str:
     """SaverMixin._save_obj's text, line for line."""
     out: list[str] = []
     if matname is not None:
@@ -124,10 +128,19 @@ def _save_image(path: Path, rgb: np.ndarray) -> None:
         img.save(path)
 
 
-def write_mesh_export(folder: str | Path, seed: int = 0, fmt: str = "obj-mtl", save_uv: bool = True,
-                      save_texture: bool = True, save_normal: bool = False, texture_format: str = "jpg",
-                      texture_size: int = 64, save_name: str = "model", empty: bool = False,
-                      segments: tuple[int, int] = (48, 24)) -> Path:
+def write_mesh_export(
+    folder: str | Path,
+    seed: int = 0,
+    fmt: str = "obj-mtl",
+    save_uv: bool = True,
+    save_texture: bool = True,
+    save_normal: bool = False,
+    texture_format: str = "jpg",
+    texture_size: int = 64,
+    save_name: str = "model",
+    empty: bool = False,
+    segments: tuple[int, int] = (48, 24),
+) -> Path:
     """Write what threestudio's mesh-exporter + SaverMixin.save_obj write for these settings; returns
     the OBJ's path."""
     folder = Path(folder)
@@ -155,6 +168,9 @@ def write_mesh_export(folder: str | Path, seed: int = 0, fmt: str = "obj-mtl", s
             mtl += "Kd 1.0 1.0 1.0\n"
         mtl += "Ks 0.0 0.0 0.0\n"
         (folder / mtllib).write_text(mtl)
-    filename.write_text(_obj_text(v_pos, t_pos_idx, v_nrm=v_nrm, v_tex=v_tex, t_tex_idx=t_tex_idx, v_rgb=v_rgb,
-                                  matname=matname, mtllib=mtllib))
+    filename.write_text(
+        _obj_text(
+            v_pos, t_pos_idx, v_nrm=v_nrm, v_tex=v_tex, t_tex_idx=t_tex_idx, v_rgb=v_rgb, matname=matname, mtllib=mtllib
+        )
+    )
     return filename

@@ -38,10 +38,19 @@ class Backend(Protocol):
     def close(self) -> None: ...
 
 
-def _interrupted(spec: BatchSpec, seed: int, attempt: int, gpu: str | None = None,
-                 error: str | None = None) -> JobResult:
-    return JobResult(seed=seed, attempt=attempt, status="interrupted", wall_s=0.0, trial_dir=str(spec.trial_dir(seed)),
-                     log=str(spec.log_path(seed, attempt)), gpu=gpu, error=error)
+def _interrupted(
+    spec: BatchSpec, seed: int, attempt: int, gpu: str | None = None, error: str | None = None
+) -> JobResult:
+    return JobResult(
+        seed=seed,
+        attempt=attempt,
+        status="interrupted",
+        wall_s=0.0,
+        trial_dir=str(spec.trial_dir(seed)),
+        log=str(spec.log_path(seed, attempt)),
+        gpu=gpu,
+        error=error,
+    )
 
 
 class LocalBackend:
@@ -101,13 +110,20 @@ def _ray_job(spec: BatchSpec, seed: int, attempt: int) -> JobResult:
 
 
 class RayBackend:
-    def __init__(self, spec: BatchSpec, address: str, gpus_per_task: float = 1.0, cpus_per_task: float = 1.0,
-                 max_in_flight: int | None = None) -> None:
+    def __init__(
+        self,
+        spec: BatchSpec,
+        address: str,
+        gpus_per_task: float = 1.0,
+        cpus_per_task: float = 1.0,
+        max_in_flight: int | None = None,
+    ) -> None:
         try:
             import ray
         except ImportError as exc:
-            raise InputError("--backend ray needs Ray: pip install 'ray>=2.9' "
-                             f"(in the environment that runs dreamdist) ({exc})") from exc
+            raise InputError(
+                f"--backend ray needs Ray: pip install 'ray>=2.9' (in the environment that runs dreamdist) ({exc})"
+            ) from exc
         self.ray = ray
         self.spec = spec
         self.started_here = False
@@ -119,18 +135,24 @@ class RayBackend:
                 else:
                     ray.init(address=address, log_to_driver=False, configure_logging=False)
             except Exception as exc:  # noqa: BLE001 - connection errors: one clear line
-                raise InputError(f"--address {address}: cannot connect to a Ray cluster ({exc}); start one with "
-                                 "`ray start --head` or pass --address local") from exc
+                raise InputError(
+                    f"--address {address}: cannot connect to a Ray cluster ({exc}); start one with "
+                    "`ray start --head` or pass --address local"
+                ) from exc
         self.task = ray.remote(num_gpus=gpus_per_task, num_cpus=cpus_per_task, max_retries=0)(_ray_job)
         self.refs: dict[Any, tuple[int, int]] = {}
         self.max_in_flight = max_in_flight
         resources = ray.cluster_resources()
-        self.description = (f"ray at {address}: {resources.get('GPU', 0):g} GPU(s), "
-                            f"{resources.get('CPU', 0):g} CPU(s); "
-                            f"{gpus_per_task:g} GPU + {cpus_per_task:g} CPU per task")
+        self.description = (
+            f"ray at {address}: {resources.get('GPU', 0):g} GPU(s), "
+            f"{resources.get('CPU', 0):g} CPU(s); "
+            f"{gpus_per_task:g} GPU + {cpus_per_task:g} CPU per task"
+        )
         if gpus_per_task > resources.get("GPU", 0):
-            raise InputError(f"the Ray cluster at {address} has {resources.get('GPU', 0):g} GPU(s) but each task "
-                             f"asks for {gpus_per_task:g} (--ray-gpus-per-task); tasks would wait forever")
+            raise InputError(
+                f"the Ray cluster at {address} has {resources.get('GPU', 0):g} GPU(s) but each task "
+                f"asks for {gpus_per_task:g} (--ray-gpus-per-task); tasks would wait forever"
+            )
 
     def capacity(self) -> int:
         if self.max_in_flight is None:

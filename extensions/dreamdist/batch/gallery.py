@@ -102,18 +102,23 @@ def _seeds_in(records: list[dict[str, Any]]) -> set[int]:
     return seeds
 
 
-def regenerate_commands(spec: BatchSpec, seed: int, rec: dict[str, Any] | None = None,
-                        export: bool | None = None) -> tuple[str, ...]:
+def regenerate_commands(
+    spec: BatchSpec, seed: int, rec: dict[str, Any] | None = None, export: bool | None = None
+) -> tuple[str, ...]:
     """The commands that make this seed's asset from scratch, as the batch ran them (the same builders
     as --dry-run and the logs): train; with --export, export the checkpoint the training wrote and
     convert the OBJ to GLB (with the paths this seed's manifest record names, when it has them)."""
     rec = rec or {}
-    cmds = ["# train (move an old trial folder away first: beside its last.ckpt Lightning writes last-v1.ckpt)",
-            shell_line(spec.train_command(seed), spec.threestudio)]
+    cmds = [
+        "# train (move an old trial folder away first: beside its last.ckpt Lightning writes last-v1.ckpt)",
+        shell_line(spec.train_command(seed), spec.threestudio),
+    ]
     if spec.export if export is None else export:
-        cmds += ["# export the checkpoint that the training wrote, then convert the mesh to GLB",
-                 shell_line(spec.export_command(seed, rec.get("checkpoint")), spec.threestudio),
-                 shell_line(spec.glb_command(seed, rec.get("mesh")))]
+        cmds += [
+            "# export the checkpoint that the training wrote, then convert the mesh to GLB",
+            shell_line(spec.export_command(seed, rec.get("checkpoint")), spec.threestudio),
+            shell_line(spec.glb_command(seed, rec.get("mesh"))),
+        ]
     return tuple(cmds)
 
 
@@ -148,10 +153,22 @@ def collect_tiles(spec: BatchSpec, seeds: Iterable[int], records: list[dict[str,
         trial = spec.trial_dir(seed)
         still, n_frames, video = find_test_renders(trial)
         glb = _file(rec.get("glb")) if status == "done" else None  # never a stale one from an earlier attempt
-        tiles.append(Tile(seed=seed, status=status, detail=detail,
-                          wall_s=rec.get("wall_s") if status in ("done", "failed") else None,
-                          since=rec.get("time"), error=error, still=still, frame_count=n_frames, video=video,
-                          glb=glb, log=_file(rec.get("log")), commands=regenerate_commands(spec, seed, rec, export)))
+        tiles.append(
+            Tile(
+                seed=seed,
+                status=status,
+                detail=detail,
+                wall_s=rec.get("wall_s") if status in ("done", "failed") else None,
+                since=rec.get("time"),
+                error=error,
+                still=still,
+                frame_count=n_frames,
+                video=video,
+                glb=glb,
+                log=_file(rec.get("log")),
+                commands=regenerate_commands(spec, seed, rec, export),
+            )
+        )
     return tiles
 
 
@@ -218,30 +235,40 @@ def _clock(iso: str | None) -> str:
 
 def _tile_html(tile: Tile, out: Path) -> str:
     e = html.escape
-    parts = [f'<article class="tile {tile.status}" id="seed-{tile.seed}" data-seed="{tile.seed}" '
-             f'data-status="{tile.status}">']
+    parts = [
+        f'<article class="tile {tile.status}" id="seed-{tile.seed}" data-seed="{tile.seed}" '
+        f'data-status="{tile.status}">'
+    ]
     if tile.still is not None:
         frame = _href(tile.still, out)
         view = f"test view {tile.still.stem} of {tile.frame_count}"
-        parts.append(f'<a class="stage" href="{frame}" title="{e(view)}: colour | normal | opacity">'
-                     f'<img src="{frame}" alt="seed {tile.seed}, {e(view)}" loading="lazy">')
+        parts.append(
+            f'<a class="stage" href="{frame}" title="{e(view)}: colour | normal | opacity">'
+            f'<img src="{frame}" alt="seed {tile.seed}, {e(view)}" loading="lazy">'
+        )
         if tile.video is not None:
-            parts.append(f'<video src="{_href(tile.video, out)}" muted loop autoplay playsinline '
-                         f'preload="metadata" aria-label="seed {tile.seed} turntable"></video>')
+            parts.append(
+                f'<video src="{_href(tile.video, out)}" muted loop autoplay playsinline '
+                f'preload="metadata" aria-label="seed {tile.seed} turntable"></video>'
+            )
         parts.append("</a>")
     else:
         waiting = {"pending": "pending", "running": "running: renders when training ends"}
-        parts.append(f'<div class="stage"><div class="empty">{e(waiting.get(tile.status, "no test renders"))}'
-                     "</div></div>")
+        parts.append(
+            f'<div class="stage"><div class="empty">{e(waiting.get(tile.status, "no test renders"))}</div></div>'
+        )
     timing = ""
     if tile.wall_s is not None:
         timing = _seconds(float(tile.wall_s))
     elif tile.status == "running" and tile.since:
         timing = f"since {_clock(tile.since)}"
-    parts.append(f'<div class="meta"><span class="seed">seed {tile.seed}</span>'
-                 f'<span class="badge {tile.status}">{tile.status}</span>'
-                 + (f'<span class="time">{e(timing)}</span>' if timing else "")
-                 + (f'<span class="detail">{e(tile.detail)}</span>' if tile.detail else "") + "</div>")
+    parts.append(
+        f'<div class="meta"><span class="seed">seed {tile.seed}</span>'
+        f'<span class="badge {tile.status}">{tile.status}</span>'
+        + (f'<span class="time">{e(timing)}</span>' if timing else "")
+        + (f'<span class="detail">{e(tile.detail)}</span>' if tile.detail else "")
+        + "</div>"
+    )
     links = []
     if tile.glb is not None:
         links.append(f'<a class="glb" href="{_href(tile.glb, out)}" download>GLB</a>')
@@ -254,8 +281,10 @@ def _tile_html(tile: Tile, out: Path) -> str:
     if tile.error:
         parts.append(f'<p class="error">{e(tile.error)}</p>')
     cmds = "\n".join(tile.commands)
-    parts.append(f'<details><summary>regenerate</summary><pre><code class="regenerate">{e(cmds)}</code></pre>'
-                 "</details></article>")
+    parts.append(
+        f'<details><summary>regenerate</summary><pre><code class="regenerate">{e(cmds)}</code></pre>'
+        "</details></article>"
+    )
     return "".join(parts)
 
 
@@ -266,19 +295,31 @@ def render_gallery(spec: BatchSpec, tiles: list[Tile], live: bool = False, now: 
     refresh = live and (counts["pending"] or counts["running"])
     dists = ", ".join(p.name for p in spec.distributions)
     head = [
-        "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         *([f'<meta http-equiv="refresh" content="{REFRESH_S}">'] if refresh else []),
         f"<title>{e(spec.name)}: {e(dists)} (dreamdist batch)</title>",
-        f"<style>{_CSS}</style>", "</head>", "<body>", "<header>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        "<header>",
         f"<h1>{e(spec.name)}: {e(dists)}</h1>",
         f"<p>config {e(str(spec.config))}"
-        + (f"; overrides {e(' '.join(spec.overrides))}" if spec.overrides else "") + "</p>",
-        '<p class="counts">' + "".join(f'<span class="count {s}">{s} {counts[s]}</span>' for s in STATUSES
-                                        if counts[s] or s in ("done", "pending")) + "</p>",
+        + (f"; overrides {e(' '.join(spec.overrides))}" if spec.overrides else "")
+        + "</p>",
+        '<p class="counts">'
+        + "".join(
+            f'<span class="count {s}">{s} {counts[s]}</span>' for s in STATUSES if counts[s] or s in ("done", "pending")
+        )
+        + "</p>",
         f"<p>{len(tiles)} seed(s) ({e(format_seeds([t.seed for t in tiles]) or '-')}); updated {e(now)}"
-        + (f"; reloads every {REFRESH_S} s while the batch runs" if refresh else "") + "</p>",
-        "</header>", "<main>",
+        + (f"; reloads every {REFRESH_S} s while the batch runs" if refresh else "")
+        + "</p>",
+        "</header>",
+        "<main>",
     ]
     out = spec.out
     return "\n".join([*head, *(_tile_html(t, out) for t in tiles), "</main>", "</body>", "</html>", ""])

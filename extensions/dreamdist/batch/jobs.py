@@ -106,24 +106,55 @@ class BatchSpec:
     def train_command(self, seed: int, resume: str | Path | None = None) -> list[str]:
         """resume: a checkpoint of an interrupted attempt (threestudio's `resume=`: Lightning restores
         the step, optimizer and its last.ckpt name from it)."""
-        return [self.python, "launch.py", "--config", str(self.config), "--train", "--gpu", "0",
-                f"{DIST_KEY}={self._dist_value()}", f"seed={seed}", f"tag={self.tag(seed)}",
-                "use_timestamp=false", f"exp_root_dir={self.exp_root}", *self.overrides,
-                *([f"resume={resume}"] if resume else [])]
+        return [
+            self.python,
+            "launch.py",
+            "--config",
+            str(self.config),
+            "--train",
+            "--gpu",
+            "0",
+            f"{DIST_KEY}={self._dist_value()}",
+            f"seed={seed}",
+            f"tag={self.tag(seed)}",
+            "use_timestamp=false",
+            f"exp_root_dir={self.exp_root}",
+            *self.overrides,
+            *([f"resume={resume}"] if resume else []),
+        ]
 
     def export_command(self, seed: int, checkpoint: str | Path | None = None) -> list[str]:
         """checkpoint: the one this seed's training wrote (None: a placeholder, for --dry-run)."""
         trial = self.trial_dir(seed)
         ckpt = checkpoint or trial / "ckpts" / "<checkpoint-written-by-the-training>.ckpt"
-        return [self.python, "launch.py", "--config", str(trial / "configs" / "parsed.yaml"), "--export",
-                "--gpu", "0", f"resume={ckpt}", "system.exporter_type=mesh-exporter", *self.export_overrides]
+        return [
+            self.python,
+            "launch.py",
+            "--config",
+            str(trial / "configs" / "parsed.yaml"),
+            "--export",
+            "--gpu",
+            "0",
+            f"resume={ckpt}",
+            "system.exporter_type=mesh-exporter",
+            *self.export_overrides,
+        ]
 
     def glb_command(self, seed: int, obj: str | Path | None = None) -> list[str]:
         """The equivalent `dreamdist export-mesh` line (the job runs it in-process)."""
         obj = obj or self.trial_dir(seed) / "save" / "it<N>-export" / "model.obj"
         g = self.glb
-        cmd = ["dreamdist", "export-mesh", str(obj), str(self.glb_path(seed)), "--up", g.up, "--origin", g.origin,
-               "--force"]
+        cmd = [
+            "dreamdist",
+            "export-mesh",
+            str(obj),
+            str(self.glb_path(seed)),
+            "--up",
+            g.up,
+            "--origin",
+            g.origin,
+            "--force",
+        ]
         if g.front:
             cmd += ["--front", g.front]
         if g.height is not None:
@@ -136,14 +167,22 @@ class BatchSpec:
 
     def fingerprint(self, seed: int) -> str:
         """What a checkpoint of this seed depends on: a retry may resume or reuse one only if equal."""
-        parts = {"train": self.train_command(seed), "threestudio": str(self.threestudio),
-                 "config": _sha256(self.config), "distributions": [_sha256(p) for p in self.distributions]}
+        parts = {
+            "train": self.train_command(seed),
+            "threestudio": str(self.threestudio),
+            "config": _sha256(self.config),
+            "distributions": [_sha256(p) for p in self.distributions],
+        }
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
     def settings(self) -> dict[str, Any]:
         """What defines the assets: a re-run in the same --out must match these to resume."""
-        return {"config": str(self.config), "distributions": [str(p) for p in self.distributions],
-                "overrides": list(self.overrides), "name": self.name}
+        return {
+            "config": str(self.config),
+            "distributions": [str(p) for p in self.distributions],
+            "overrides": list(self.overrides),
+            "name": self.name,
+        }
 
 
 def _sha256(path: Path) -> str:
@@ -167,8 +206,10 @@ def _resolve_config(config: str, threestudio: Path) -> Path:
     for candidate in (Path(config), threestudio / config):
         if candidate.is_file():
             return candidate.resolve()
-    raise InputError(f"--config {config}: no such file (looked in the current folder and in {threestudio}); "
-                     "pass e.g. configs/dreamdist-mvdream.yaml from the dreamdist repo")
+    raise InputError(
+        f"--config {config}: no such file (looked in the current folder and in {threestudio}); "
+        "pass e.g. configs/dreamdist-mvdream.yaml from the dreamdist repo"
+    )
 
 
 def _experiment_name(config: Path, overrides: Sequence[str]) -> str:
@@ -201,10 +242,18 @@ def check_overrides(overrides: Sequence[str], what: str = "override") -> tuple[s
     return tuple(overrides)
 
 
-def build_spec(threestudio: str | Path, config: str, distributions: Sequence[str | Path], out: str | Path,
-               overrides: Sequence[str] = (), export: bool = False, export_overrides: Sequence[str] = (),
-               glb: GlbOptions = GlbOptions(), python: str | None = None,
-               resume_interrupted: bool = True) -> BatchSpec:
+def build_spec(
+    threestudio: str | Path,
+    config: str,
+    distributions: Sequence[str | Path],
+    out: str | Path,
+    overrides: Sequence[str] = (),
+    export: bool = False,
+    export_overrides: Sequence[str] = (),
+    glb: GlbOptions = GlbOptions(),
+    python: str | None = None,
+    resume_interrupted: bool = True,
+) -> BatchSpec:
     """Check every input before any job starts; raise InputError naming the problem and the fix."""
     if os.name != "posix":
         raise InputError("dreamdist batch needs Linux or macOS (it runs each job in its own process group)")
@@ -212,8 +261,10 @@ def build_spec(threestudio: str | Path, config: str, distributions: Sequence[str
     if not root.is_dir():
         raise InputError(f"--threestudio {threestudio}: no such folder; point it at a threestudio checkout")
     if not (root / "launch.py").is_file():
-        raise InputError(f"--threestudio {threestudio}: no launch.py there; point it at the threestudio "
-                         "checkout's root folder (the one holding launch.py and custom/)")
+        raise InputError(
+            f"--threestudio {threestudio}: no launch.py there; point it at the threestudio "
+            "checkout's root folder (the one holding launch.py and custom/)"
+        )
     root = root.resolve()
     overrides = check_overrides(overrides)
     export_overrides = check_overrides(export_overrides, "--export-set")
@@ -240,9 +291,19 @@ def build_spec(threestudio: str | Path, config: str, distributions: Sequence[str
     from dreamdist.mesh_export import axis_transform
 
     axis_transform(glb.up, glb.front)  # refuses a bad --up / --front now, not after hours of training
-    return BatchSpec(threestudio=root, config=cfg, distributions=tuple(dists), out=out_path.resolve(), name=name,
-                     overrides=overrides, export=export, export_overrides=export_overrides, glb=glb, python=py,
-                     resume_interrupted=resume_interrupted)
+    return BatchSpec(
+        threestudio=root,
+        config=cfg,
+        distributions=tuple(dists),
+        out=out_path.resolve(),
+        name=name,
+        overrides=overrides,
+        export=export,
+        export_overrides=export_overrides,
+        glb=glb,
+        python=py,
+        resume_interrupted=resume_interrupted,
+    )
 
 
 # ----------------------------------------------------------------------------------------- run
@@ -292,7 +353,7 @@ def _said(log_path: str, offset: int, needle: bytes) -> bool:
         fh.seek(offset)
         tail = b""
         for block in iter(lambda: fh.read(1 << 20), b""):
-            if needle in tail[-len(needle):] + block:
+            if needle in tail[-len(needle) :] + block:
                 return True
             tail = block
     return False
@@ -305,8 +366,9 @@ def _remove_stale_exports(trial: Path) -> None:
             shutil.rmtree(folder)
 
 
-def run_job(spec: BatchSpec, seed: int, attempt: int, gpu: str | None,
-            stop_event: threading.Event | None = None) -> JobResult:
+def run_job(
+    spec: BatchSpec, seed: int, attempt: int, gpu: str | None, stop_event: threading.Event | None = None
+) -> JobResult:
     """Train one seed (or reuse its finished training), then with --export export its mesh and
     convert it to GLB. Holds the seed's lock throughout, so two attempts never overlap.
 
@@ -316,16 +378,19 @@ def run_job(spec: BatchSpec, seed: int, attempt: int, gpu: str | None,
     trial = spec.trial_dir(seed)
     log_path = spec.log_path(seed, attempt)
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    result = JobResult(seed=seed, attempt=attempt, status="failed", wall_s=0.0, trial_dir=str(trial),
-                       log=str(log_path), gpu=gpu)
+    result = JobResult(
+        seed=seed, attempt=attempt, status="failed", wall_s=0.0, trial_dir=str(trial), log=str(log_path), gpu=gpu
+    )
 
     def finish(status: str, stage: str | None = None, code: int | None = None, error: str | None = None) -> JobResult:
         result.status, result.stage, result.exit_code, result.error = status, stage, code, error
         result.wall_s = elapsed(start)
         with open(log_path, "ab") as fh:
-            fh.write(f"\n[dreamdist batch] seed {seed} attempt {attempt}: {status}"
-                     f"{' at ' + stage if stage else ''}{': ' + error if error else ''} "
-                     f"({result.wall_s:.1f} s)\n".encode())
+            fh.write(
+                f"\n[dreamdist batch] seed {seed} attempt {attempt}: {status}"
+                f"{' at ' + stage if stage else ''}{': ' + error if error else ''} "
+                f"({result.wall_s:.1f} s)\n".encode()
+            )
         return result
 
     lock = attempts.SeedLock(spec.lock_path(seed))
@@ -340,8 +405,16 @@ def run_job(spec: BatchSpec, seed: int, attempt: int, gpu: str | None,
         lock.close()
 
 
-def _run_locked(spec: BatchSpec, seed: int, attempt: int, gpu: str | None, stop_event: threading.Event | None,
-                result: JobResult, finish: Any, lock_fd: int | None) -> JobResult:
+def _run_locked(
+    spec: BatchSpec,
+    seed: int,
+    attempt: int,
+    gpu: str | None,
+    stop_event: threading.Event | None,
+    result: JobResult,
+    finish: Any,
+    lock_fd: int | None,
+) -> JobResult:
     trial = spec.trial_dir(seed)
     state_path = spec.state_path(seed)
     env = {"CUDA_VISIBLE_DEVICES": gpu} if gpu is not None else {}
@@ -351,27 +424,49 @@ def _run_locked(spec: BatchSpec, seed: int, attempt: int, gpu: str | None, stop_
     with open(result.log, "ab") as log:
         log.write(f"[dreamdist batch] seed {seed} attempt {attempt} gpu {gpu} host {os.uname().nodename}\n".encode())
         if ckpt is not None:
-            log.write(f"[dreamdist batch] training finished in an earlier attempt: export only, "
-                      f"from {ckpt.path}\n".encode())
+            log.write(
+                f"[dreamdist batch] training finished in an earlier attempt: export only, from {ckpt.path}\n".encode()
+            )
         else:
             if resume_from is not None:
-                log.write(f"[dreamdist batch] the last attempt was interrupted with the same settings: "
-                          f"resuming from {resume_from}\n".encode())
+                log.write(
+                    f"[dreamdist batch] the last attempt was interrupted with the same settings: "
+                    f"resuming from {resume_from}\n".encode()
+                )
                 result.resumed_from = str(resume_from)
             elif trial.exists():
                 log.write(f"[dreamdist batch] fresh start: removing {trial} left by an earlier attempt\n".encode())
                 shutil.rmtree(trial)
             before = attempts.snapshot(trial / "ckpts")
-            attempts.write_state(state_path, seed=seed, attempt=attempt, state=attempts.TRAINING, fingerprint=fp,
-                                 resumed_from=result.resumed_from)
+            attempts.write_state(
+                state_path,
+                seed=seed,
+                attempt=attempt,
+                state=attempts.TRAINING,
+                fingerprint=fp,
+                resumed_from=result.resumed_from,
+            )
             log.flush()
             offset = os.fstat(log.fileno()).st_size
-            code = run_logged(spec.train_command(seed, resume_from), log, spec.threestudio, env, stop_event,
-                              grace_s=GRACE_S, keep_fds=keep)
+            code = run_logged(
+                spec.train_command(seed, resume_from),
+                log,
+                spec.threestudio,
+                env,
+                stop_event,
+                grace_s=GRACE_S,
+                keep_fds=keep,
+            )
             error, fail_state = None, attempts.FAILED
             if code is None:
-                attempts.write_state(state_path, seed=seed, attempt=attempt, state=attempts.INTERRUPTED,
-                                     fingerprint=fp, resumed_from=result.resumed_from)
+                attempts.write_state(
+                    state_path,
+                    seed=seed,
+                    attempt=attempt,
+                    state=attempts.INTERRUPTED,
+                    fingerprint=fp,
+                    resumed_from=result.resumed_from,
+                )
                 return finish("interrupted", "train")
             if code != 0:
                 error = f"launch.py --train exited with {code}"
@@ -387,23 +482,39 @@ def _run_locked(spec: BatchSpec, seed: int, attempt: int, gpu: str | None, stop_
                 if written is None and resume_from is not None and resume_from.is_file():
                     written = resume_from  # resumed at its last step: nothing left to train, nothing re-saved
                 if written is None:
-                    error = (f"launch.py --train exited 0 but wrote no checkpoint in {trial / 'ckpts'} "
-                             "(is checkpoint.save_last true in the config?)")
+                    error = (
+                        f"launch.py --train exited 0 but wrote no checkpoint in {trial / 'ckpts'} "
+                        "(is checkpoint.save_last true in the config?)"
+                    )
                 else:
                     ckpt = attempts.CheckpointInfo.of(written)
             if ckpt is None:
-                attempts.write_state(state_path, seed=seed, attempt=attempt, state=fail_state, fingerprint=fp,
-                                     resumed_from=result.resumed_from)
+                attempts.write_state(
+                    state_path,
+                    seed=seed,
+                    attempt=attempt,
+                    state=fail_state,
+                    fingerprint=fp,
+                    resumed_from=result.resumed_from,
+                )
                 return finish("failed", "train", code, error)
-            attempts.write_state(state_path, seed=seed, attempt=attempt, state=attempts.TRAINED, fingerprint=fp,
-                                 resumed_from=result.resumed_from, checkpoint=dataclasses.asdict(ckpt))
+            attempts.write_state(
+                state_path,
+                seed=seed,
+                attempt=attempt,
+                state=attempts.TRAINED,
+                fingerprint=fp,
+                resumed_from=result.resumed_from,
+                checkpoint=dataclasses.asdict(ckpt),
+            )
             log.write(f"[dreamdist batch] training wrote {ckpt.path}\n".encode())
         result.trained = True
         result.use_checkpoint(ckpt)
         if spec.export:
             _remove_stale_exports(trial)
-            code = run_logged(spec.export_command(seed, ckpt.path), log, spec.threestudio, env, stop_event,
-                              grace_s=0.0, keep_fds=keep)  # 0: Lightning ignores SIGTERM while exporting
+            code = run_logged(
+                spec.export_command(seed, ckpt.path), log, spec.threestudio, env, stop_event, grace_s=0.0, keep_fds=keep
+            )  # 0: Lightning ignores SIGTERM while exporting
             if code is None:
                 return finish("interrupted", "export")
             if code != 0:
@@ -424,8 +535,17 @@ def _run_locked(spec: BatchSpec, seed: int, attempt: int, gpu: str | None, stop_
         with open(result.log, "ab") as log:
             log.write(f"\n$ {shell_line(spec.glb_command(seed, obj))}\n".encode())
         try:
-            report = export_mesh(obj, spec.glb_path(seed), up=g.up, front=g.front, height=g.height,
-                                 origin=g.origin, max_faces=g.max_faces, lods=g.lods, force=True)
+            report = export_mesh(
+                obj,
+                spec.glb_path(seed),
+                up=g.up,
+                front=g.front,
+                height=g.height,
+                origin=g.origin,
+                max_faces=g.max_faces,
+                lods=g.lods,
+                force=True,
+            )
         except DreamdistError as exc:
             return finish("failed", "glb", None, str(exc))
         except Exception as exc:  # noqa: BLE001 - recorded in the manifest; the batch goes on

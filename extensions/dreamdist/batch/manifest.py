@@ -95,5 +95,7 @@ def check_same_batch(manifest: Manifest, settings: dict[str, Any], records: list
     changed = [k for k in settings if k in previous and previous[k] != settings[k]]
     if changed:
         detail = "; ".join(f"{k}: was {previous[k]!r}, now {settings[k]!r}" for k in changed)
-        raise InputError(f"{manifest.path} belongs to a batch with other settings ({detail}); "
-                         "use a new --out, or run with the original settings to resume it")
+        raise InputError(
+            f"{manifest.path} belongs to a batch with other settings ({detail}); "
+            "use a new --out, or run with the original settings to resume it"
+        )

@@ -111,16 +111,31 @@ def stop(proc: subprocess.Popen, grace_s: float = GRACE_S) -> None:
     proc.wait()
 
 
-def run_logged(cmd: Sequence[str], log: IO[bytes], cwd: str | Path, env_updates: Mapping[str, str],
-               stop_event: threading.Event | None = None, poll_s: float = 0.1, grace_s: float = GRACE_S,
-               keep_fds: Sequence[int] = ()) -> int | None:
+def run_logged(
+    cmd: Sequence[str],
+    log: IO[bytes],
+    cwd: str | Path,
+    env_updates: Mapping[str, str],
+    stop_event: threading.Event | None = None,
+    poll_s: float = 0.1,
+    grace_s: float = GRACE_S,
+    keep_fds: Sequence[int] = (),
+) -> int | None:
     """Run `cmd` with stdout+stderr appended to `log`; return its exit code, or None if `stop_event`
     was set (the job was stopped). `keep_fds` are inherited by the command (the seed lock)."""
     log.write(f"\n$ {shell_line(cmd, cwd, env_updates)}\n".encode())
     log.flush()
     env = {**os.environ, **env_updates}
-    proc = subprocess.Popen(guarded(cmd), cwd=str(cwd), env=env, stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True, pass_fds=tuple(keep_fds))
+    proc = subprocess.Popen(
+        guarded(cmd),
+        cwd=str(cwd),
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        pass_fds=tuple(keep_fds),
+    )
     try:
         while True:
             try:

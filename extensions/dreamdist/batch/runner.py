@@ -57,8 +57,7 @@ def plan(spec: BatchSpec, seeds: list[int], records: list[dict[str, Any]]) -> Pl
         todo.append(seed)
         # finished training is trusted from the seed's state file (checkpoint unchanged, same settings)
         skip[seed] = plan_training(spec, seed)[0] is not None
-    return Plan(todo=todo, skip_train=skip, already_done=done,
-                next_attempt={s: attempts[s] + 1 for s in seeds})
+    return Plan(todo=todo, skip_train=skip, already_done=done, next_attempt={s: attempts[s] + 1 for s in seeds})
 
 
 @dataclasses.dataclass
@@ -83,8 +82,11 @@ class Summary:
     def table(self) -> str:
         times = [r.wall_s for r in self.done]
         rows = [
-            ("done", str(len(self.done) + self.already_done),
-             f"{len(self.done)} this run, {self.already_done} from earlier runs"),
+            (
+                "done",
+                str(len(self.done) + self.already_done),
+                f"{len(self.done)} this run, {self.already_done} from earlier runs",
+            ),
             ("failed", str(len(self.failed)), format_seeds(list(self.failed))),
             ("interrupted", str(len(self.interrupted)), format_seeds(self.interrupted)),
             ("not run", str(len(self.not_run)), format_seeds(self.not_run)),
@@ -93,9 +95,11 @@ class Summary:
         lines += [f"  {a:<12} {b:>6}  {c}".rstrip() for a, b, c in rows]
         if times:
             rate = len(times) / self.wall_s * 60 if self.wall_s > 0 else float("nan")
-            lines.append(f"  time per asset: mean {statistics.mean(times):.1f} s, "
-                         f"median {statistics.median(times):.1f} s, "
-                         f"max {max(times):.1f} s; wall {self.wall_s:.1f} s ({rate:.2f} assets/min)")
+            lines.append(
+                f"  time per asset: mean {statistics.mean(times):.1f} s, "
+                f"median {statistics.median(times):.1f} s, "
+                f"max {max(times):.1f} s; wall {self.wall_s:.1f} s ({rate:.2f} assets/min)"
+            )
         for seed, res in sorted(self.failed.items()):
             lines.append(f"  seed {seed} failed after attempt {res.attempt}: {res.error} (log: {res.log})")
         lines.append(f"  manifest: {self.manifest}")
@@ -109,8 +113,11 @@ def dry_run(spec: BatchSpec, seeds: list[int], gpus: list[str] | None, out: Text
     records = manifest.records()
     check_same_batch(manifest, spec.settings(), records)
     p = plan(spec, seeds, records)
-    print(f"# dry run: {len(p.todo)} of {len(seeds)} seed(s) to run, {len(p.already_done)} already done "
-          f"({format_seeds(p.already_done) or '-'}); manifest {spec.manifest_path}", file=out)
+    print(
+        f"# dry run: {len(p.todo)} of {len(seeds)} seed(s) to run, {len(p.already_done)} already done "
+        f"({format_seeds(p.already_done) or '-'}); manifest {spec.manifest_path}",
+        file=out,
+    )
     if gpus:
         print("# GPUs shown in start order; at run time each job takes the next free GPU", file=out)
     for i, seed in enumerate(p.todo):
@@ -126,14 +133,22 @@ def dry_run(spec: BatchSpec, seeds: list[int], gpus: list[str] | None, out: Text
                 print("# fresh start: the trial folder left by an earlier attempt is removed first", file=out)
             print(shell_line(spec.train_command(seed, resume), spec.threestudio, env), file=out)
         if spec.export:
-            print(shell_line(spec.export_command(seed, trained.path if trained else None), spec.threestudio, env),
-                  file=out)
+            print(
+                shell_line(spec.export_command(seed, trained.path if trained else None), spec.threestudio, env),
+                file=out,
+            )
             print(shell_line(spec.glb_command(seed)), file=out)
     return 0
 
 
-def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any], retries: int = 2,
-              progress: bool | None = None, out: TextIO | None = None) -> Summary:
+def run_batch(
+    spec: BatchSpec,
+    seeds: list[int],
+    make_backend: Callable[[], Any],
+    retries: int = 2,
+    progress: bool | None = None,
+    out: TextIO | None = None,
+) -> Summary:
     """Run every seed not yet done; return the summary (its exit_code is the command's).
 
     progress: True/False forces the bar on/off; None shows it when stderr is a terminal.
@@ -148,9 +163,17 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
     spec.out.mkdir(parents=True, exist_ok=True)
     manifest.repair_torn_tail()
     backend = make_backend()
-    manifest.append({"event": "batch", "settings": spec.settings(), "seeds": format_seeds(seeds),
-                     "todo": format_seeds(p.todo), "export": spec.export, "backend": backend.description,
-                     "retries": retries})
+    manifest.append(
+        {
+            "event": "batch",
+            "settings": spec.settings(),
+            "seeds": format_seeds(seeds),
+            "todo": format_seeds(p.todo),
+            "export": spec.export,
+            "backend": backend.description,
+            "retries": retries,
+        }
+    )
 
     queue = collections.deque(p.todo)
     skip_train = dict(p.skip_train)
@@ -162,8 +185,15 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
     in_flight: set[int] = set()
     was_interrupted = False
     start = time.monotonic()
-    bar = tqdm(total=len(seeds), initial=len(p.already_done), unit="asset", desc="batch", dynamic_ncols=True,
-               disable=(None if progress is None else not progress), file=sys.stderr)
+    bar = tqdm(
+        total=len(seeds),
+        initial=len(p.already_done),
+        unit="asset",
+        desc="batch",
+        dynamic_ncols=True,
+        disable=(None if progress is None else not progress),
+        file=sys.stderr,
+    )
     say = lambda msg: tqdm.write(msg, file=out)  # noqa: E731 - prints above the bar
     say(f"dreamdist batch: {len(p.todo)} to run, {len(p.already_done)} already done; {backend.description}")
     gallery = GalleryUpdater(spec, seeds, out)  # OUT/gallery.html, rewritten at each state change
@@ -171,8 +201,7 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
 
     def handle(res: JobResult, stopping: bool) -> None:
         in_flight.discard(res.seed)
-        will_retry = (res.status == "failed" and res.stage != "lock" and not stopping
-                      and tries[res.seed] < 1 + retries)
+        will_retry = res.status == "failed" and res.stage != "lock" and not stopping and tries[res.seed] < 1 + retries
         manifest.append({**res.record(), **({"retry": True} if will_retry else {})})
         if res.status == "done":
             done.append(res)
@@ -206,9 +235,17 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
                     tries[seed] += 1
                     info = backend.submit(seed, attempt)
                     in_flight.add(seed)
-                    manifest.append({"seed": seed, "status": info["status"], "attempt": attempt, "gpu": info["gpu"],
-                                     "trial_dir": str(spec.trial_dir(seed)), "log": str(spec.log_path(seed, attempt)),
-                                     "export_only": skip_train.get(seed, False)})
+                    manifest.append(
+                        {
+                            "seed": seed,
+                            "status": info["status"],
+                            "attempt": attempt,
+                            "gpu": info["gpu"],
+                            "trial_dir": str(spec.trial_dir(seed)),
+                            "log": str(spec.log_path(seed, attempt)),
+                            "export_only": skip_train.get(seed, False),
+                        }
+                    )
                 if len(in_flight) != running:  # jobs started
                     gallery()
                 for res in backend.wait(0.5):
@@ -220,15 +257,32 @@ def run_batch(spec: BatchSpec, seeds: list[int], make_backend: Callable[[], Any]
                     handle(res, stopping=True)
                 for seed in list(in_flight):  # no result came back (should not happen): still record it
                     attempt = next_attempt[seed] - 1
-                    handle(JobResult(seed=seed, attempt=attempt, status="interrupted", wall_s=0.0,
-                                     trial_dir=str(spec.trial_dir(seed)), log=str(spec.log_path(seed, attempt))),
-                           stopping=True)
+                    handle(
+                        JobResult(
+                            seed=seed,
+                            attempt=attempt,
+                            status="interrupted",
+                            wall_s=0.0,
+                            trial_dir=str(spec.trial_dir(seed)),
+                            log=str(spec.log_path(seed, attempt)),
+                        ),
+                        stopping=True,
+                    )
     finally:
         backend.close()
         bar.close()
         gallery(live=False)
     ran = {r.seed for r in done} | set(failed) | set(interrupted)
     not_run = [s for s in p.todo if s not in ran]
-    return Summary(requested=len(seeds), already_done=len(p.already_done), done=done, failed=failed,
-                   interrupted=sorted(interrupted), not_run=not_run, wall_s=round(time.monotonic() - start, 3),
-                   backend=backend.description, manifest=str(spec.manifest_path), was_interrupted=was_interrupted)
+    return Summary(
+        requested=len(seeds),
+        already_done=len(p.already_done),
+        done=done,
+        failed=failed,
+        interrupted=sorted(interrupted),
+        not_run=not_run,
+        wall_s=round(time.monotonic() - start, 3),
+        backend=backend.description,
+        manifest=str(spec.manifest_path),
+        was_interrupted=was_interrupted,
+    )

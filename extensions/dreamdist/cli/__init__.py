@@ -81,8 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_command(module: ModuleType, prog: str, argv: Sequence[str], help_: str = "") -> int:
     """Parse ``argv`` with the command module's options and run it: bad input is one line on stderr
     and exit status 2, Ctrl-C is 130. Shared by ``dreamdist COMMAND`` and ``python -m dreamdist.batch``."""
-    parser = argparse.ArgumentParser(prog=prog, description=(module.__doc__ or help_).strip(),
-                                     formatter_class=HelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog=prog, description=(module.__doc__ or help_).strip(), formatter_class=HelpFormatter
+    )
     module.add_arguments(parser)
     args = parser.parse_args(list(argv))
     try:

@@ -24,29 +24,51 @@ from dreamdist.cli import ExampleHelpFormatter
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = ExampleHelpFormatter
     parser.add_argument("--threestudio", required=True, help="threestudio checkout (the folder holding launch.py)")
-    parser.add_argument("--config", required=True,
-                        help="threestudio config, e.g. configs/dreamdist-mvdream.yaml (relative to the current "
-                             "folder or to --threestudio)")
-    parser.add_argument("--distribution", required=True, action="append",
-                        help="distribution .safetensors; repeat to mix several (weights via the override "
-                             "system.prompt_processor.distribution_weights=[...])")
+    parser.add_argument(
+        "--config",
+        required=True,
+        help="threestudio config, e.g. configs/dreamdist-mvdream.yaml (relative to the current "
+        "folder or to --threestudio)",
+    )
+    parser.add_argument(
+        "--distribution",
+        required=True,
+        action="append",
+        help="distribution .safetensors; repeat to mix several (weights via the override "
+        "system.prompt_processor.distribution_weights=[...])",
+    )
     parser.add_argument("--seeds", required=True, help="seeds, one asset each: e.g. 0-199,300,305-310")
     parser.add_argument("--out", required=True, help="output folder (manifest, logs, trials, GLBs)")
     parser.add_argument("--gpus", default="0", help="local backend: GPUs, one job slot each (e.g. 0,1,2,3)")
-    parser.add_argument("--export", action="store_true",
-                        help="after training, export each mesh (mesh-exporter) and convert it to OUT/glb/*.glb")
+    parser.add_argument(
+        "--export",
+        action="store_true",
+        help="after training, export each mesh (mesh-exporter) and convert it to OUT/glb/*.glb",
+    )
     parser.add_argument("--retries", type=int, default=2, help="extra attempts for a failed seed per run")
-    parser.add_argument("--no-resume", action="store_true",
-                        help="restart interrupted seeds from an empty trial folder instead of resuming their "
-                             "last checkpoint (threestudio resume=)")
+    parser.add_argument(
+        "--no-resume",
+        action="store_true",
+        help="restart interrupted seeds from an empty trial folder instead of resuming their "
+        "last checkpoint (threestudio resume=)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the exact commands and exit")
-    parser.add_argument("--gallery-only", action="store_true",
-                        help="rewrite OUT/gallery.html from the manifest and trial folders, run nothing")
-    parser.add_argument("--python", default=None,
-                        help="Python of threestudio's environment (default: the one running dreamdist)")
-    parser.add_argument("--export-set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override for the export step only, e.g. system.exporter.context_type=cuda "
-                             "(headless machines) or system.exporter.texture_size=2048")
+    parser.add_argument(
+        "--gallery-only",
+        action="store_true",
+        help="rewrite OUT/gallery.html from the manifest and trial folders, run nothing",
+    )
+    parser.add_argument(
+        "--python", default=None, help="Python of threestudio's environment (default: the one running dreamdist)"
+    )
+    parser.add_argument(
+        "--export-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override for the export step only, e.g. system.exporter.context_type=cuda "
+        "(headless machines) or system.exporter.texture_size=2048",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (per-asset lines only)")
     glb = parser.add_argument_group("GLB conversion (with --export; see `dreamdist export-mesh --help`)")
     glb.add_argument("--up", default="+Z", help="threestudio's up axis, turned to glTF's +Y")
@@ -57,12 +79,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     glb.add_argument("--lods", type=int, default=1, help="LODs per asset at halving face budgets")
     ray = parser.add_argument_group("Ray backend")
     ray.add_argument("--backend", choices=["local", "ray"], default="local")
-    ray.add_argument("--address", default=None,
-                     help="Ray cluster address (e.g. auto, or ray://head:10001); 'local' starts a private one")
+    ray.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster address (e.g. auto, or ray://head:10001); 'local' starts a private one",
+    )
     ray.add_argument("--ray-gpus-per-task", type=float, default=1.0)
     ray.add_argument("--ray-cpus-per-task", type=float, default=1.0)
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
-                        help="threestudio config overrides passed to every training run")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="threestudio config overrides passed to every training run"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,11 +103,21 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--retries {args.retries}: must be 0 or more")
     if args.backend == "ray" and not args.address:
         raise InputError("--backend ray needs --address (auto, ray://HEAD:10001, or local)")
-    glb = GlbOptions(up=args.up, front=args.front, height=args.height, origin=args.origin,
-                     max_faces=args.max_faces, lods=args.lods)
-    spec = build_spec(args.threestudio, args.config, args.distribution, args.out, args.overrides,
-                      export=args.export, export_overrides=args.export_set, glb=glb, python=args.python,
-                      resume_interrupted=not args.no_resume)
+    glb = GlbOptions(
+        up=args.up, front=args.front, height=args.height, origin=args.origin, max_faces=args.max_faces, lods=args.lods
+    )
+    spec = build_spec(
+        args.threestudio,
+        args.config,
+        args.distribution,
+        args.out,
+        args.overrides,
+        export=args.export,
+        export_overrides=args.export_set,
+        glb=glb,
+        python=args.python,
+        resume_interrupted=not args.no_resume,
+    )
     if args.export:
         import trimesh  # noqa: F401 - fail now, not after the first training
 
@@ -110,8 +146,7 @@ def run(args: argparse.Namespace) -> int:
             return RayBackend(spec, args.address, args.ray_gpus_per_task, args.ray_cpus_per_task)
         return LocalBackend(spec, gpus)
 
-    summary = run_batch(spec, seeds, make_backend, retries=args.retries,
-                        progress=False if args.no_progress else None)
+    summary = run_batch(spec, seeds, make_backend, retries=args.retries, progress=False if args.no_progress else None)
     print(summary.table())
     sys.stdout.flush()
     return summary.exit_code

@@ -10,8 +10,12 @@ from pathlib import Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("demo-out"),
-                        help="output folder; if it exists, demo-out-1, -2... is used instead (never clobbered)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("demo-out"),
+        help="output folder; if it exists, demo-out-1, -2... is used instead (never clobbered)",
+    )
     parser.add_argument("--steps", type=int, default=60, help="training steps per distribution")
     parser.add_argument("--keep", action="store_true", help="also keep the training checkpoints")
     parser.add_argument("--model", help="diffusers model folder (default: the shipped toy model)")

@@ -28,9 +28,13 @@ from dreamdist.cli.settings import add_settings, flags, given_settings, print_re
 from dreamdist.errors import InputError
 from dreamdist.finetune.config import FinetuneConfig
 
-GROUPS = {"method": "method (Zeng et al.'s stage 2 defaults)", "lora": "LoRA (--method lora)",
-          "prior preservation (DreamBooth)": "prior preservation (DreamBooth; off by default)",
-          "images": "images", "run": "run"}
+GROUPS = {
+    "method": "method (Zeng et al.'s stage 2 defaults)",
+    "lora": "LoRA (--method lora)",
+    "prior preservation (DreamBooth)": "prior preservation (DreamBooth; off by default)",
+    "images": "images",
+    "run": "run",
+}
 FLAGS = flags(FinetuneConfig)
 
 
@@ -38,20 +42,29 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     none = argparse.SUPPRESS
     parser.add_argument("distribution", type=Path, metavar="DIST", help="the stage-1 distribution file (only read)")
     parser.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of reference images (stage 1's)")
-    parser.add_argument("--out", type=Path, required=True, default=none,
-                        help="folder to write the fine-tuned diffusers pipeline to")
-    parser.add_argument("--model", default=none, help="diffusers model folder or hub id (default: the base model "
-                        "named in DIST; must have its text encoder)")
+    parser.add_argument(
+        "--out", type=Path, required=True, default=none, help="folder to write the fine-tuned diffusers pipeline to"
+    )
+    parser.add_argument(
+        "--model",
+        default=none,
+        help="diffusers model folder or hub id (default: the base model named in DIST; must have its text encoder)",
+    )
     groups = add_settings(parser, FinetuneConfig, GROUPS)
     groups["prior preservation (DreamBooth)"].add_argument(
-        "--class-dir", type=Path, default=none, help="class-image cache folder (default: OUT.class-images)")
+        "--class-dir", type=Path, default=none, help="class-image cache folder (default: OUT.class-images)"
+    )
     run = groups["run"]
     run.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1...")
     run.add_argument("--checkpoint", type=Path, default=none, help="checkpoint file (default: OUT.ckpt)")
-    run.add_argument("--resume", action="store_true", help="continue from the checkpoint (ends as if never "
-                     "interrupted)")
-    run.add_argument("--force", action="store_true",
-                     help="replace an existing --out; without --resume, discard an existing checkpoint")
+    run.add_argument(
+        "--resume", action="store_true", help="continue from the checkpoint (ends as if never interrupted)"
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --out; without --resume, discard an existing checkpoint",
+    )
     run.add_argument("--log-csv", type=Path, default=none, help="per-step loss log (default: OUT.log.csv)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -71,10 +84,20 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     try:
         with messages_to(_say):
-            result = finetune(args.distribution, args.images, args.out, config, model=getattr(args, "model", None),
-                              device=args.device, resume=args.resume, overwrite=args.force,
-                              checkpoint=getattr(args, "checkpoint", None), log_csv=getattr(args, "log_csv", None),
-                              class_dir=getattr(args, "class_dir", None), progress=not args.no_progress)
+            result = finetune(
+                args.distribution,
+                args.images,
+                args.out,
+                config,
+                model=getattr(args, "model", None),
+                device=args.device,
+                resume=args.resume,
+                overwrite=args.force,
+                checkpoint=getattr(args, "checkpoint", None),
+                log_csv=getattr(args, "log_csv", None),
+                class_dir=getattr(args, "class_dir", None),
+                progress=not args.no_progress,
+            )
     except SettingError as exc:
         raise InputError(exc.named(FLAGS[exc.field])) from None
     except TrainingInterrupted as stop:

@@ -35,8 +35,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
         return 0
-    for key in ("file", "format_version", "base_model", "created", "num_components", "num_prompts", "num_tokens",
-                "template", "image_count"):
+    for key in (
+        "file",
+        "format_version",
+        "base_model",
+        "created",
+        "num_components",
+        "num_prompts",
+        "num_tokens",
+        "template",
+        "image_count",
+    ):
         print(f"{key:>14}: {report[key]}")
     print(f"{'training':>14}: {report['training']}")
     print(f"{'fingerprint':>14}: {report['fingerprint']}")
@@ -44,8 +53,10 @@ def run(args: argparse.Namespace) -> int:
         print(report["model_error"])
     for comp in report.get("components", [report]):
         if "component" in comp:
-            print(f"\ncomponent {comp['component']}: weight {comp['weight']:.3f}, {len(comp['images'])} images: "
-                  f"{', '.join(comp['images'])}")
+            print(
+                f"\ncomponent {comp['component']}: weight {comp['weight']:.3f}, {len(comp['images'])} images: "
+                f"{', '.join(comp['images'])}"
+            )
         if "positions" in comp:
             _print_component(comp)
     return 0

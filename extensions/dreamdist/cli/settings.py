@@ -29,18 +29,23 @@ def add_setting(group: argparse._ArgumentGroup, setting: Field, hint: Any) -> No
     if hint is bool and meta.get("negatable"):
         options.update(action=argparse.BooleanOptionalAction, default=argparse.SUPPRESS)
     elif hint is bool:
-        options.update(action="store_false" if setting.default else "store_true",
-                       default=argparse.SUPPRESS if setting.default else False)
+        options.update(
+            action="store_false" if setting.default else "store_true",
+            default=argparse.SUPPRESS if setting.default else False,
+        )
     else:
         types = [t for t in typing.get_args(hint) if t is not type(None)] or [hint]  # int | None -> int
-        options.update(type=meta.get("parse", types[0]),
-                       default=setting.default if meta.get("show_default", True) else argparse.SUPPRESS)
+        options.update(
+            type=meta.get("parse", types[0]),
+            default=setting.default if meta.get("show_default", True) else argparse.SUPPRESS,
+        )
         options.update({key: meta[key] for key in ("metavar", "choices") if key in meta})
     group.add_argument(flag(setting), **options)
 
 
-def add_settings(parser: argparse.ArgumentParser, config_cls: type,
-                 groups: dict[str, str]) -> dict[str, argparse._ArgumentGroup]:
+def add_settings(
+    parser: argparse.ArgumentParser, config_cls: type, groups: dict[str, str]
+) -> dict[str, argparse._ArgumentGroup]:
     """Every field of ``config_cls`` as an option in the group its metadata names; returns the groups
     (by key) so a command can add its own options to them."""
     made = {key: parser.add_argument_group(title) for key, title in groups.items()}
@@ -62,5 +67,5 @@ def print_result(result: Any, what: str) -> None:
         done += f" (resumed at {result.resumed_from})"
     print(f"wrote {result.out} ({what}, {result.image_count} images, {done}, {result.seconds:.1f}s)")
     if result.diffusion_losses:
-        tail = result.diffusion_losses[-min(50, len(result.diffusion_losses)):]
+        tail = result.diffusion_losses[-min(50, len(result.diffusion_losses)) :]
         print(f"final diffusion loss (mean of last {len(tail)} steps): {sum(tail) / len(tail):.4f}")

@@ -18,11 +18,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from dreamdist.sampling import DEFAULT_GAMMAS
 
     parser.add_argument("files", nargs="+", type=Path, metavar="DIST", help="distribution .safetensors file(s)")
-    parser.add_argument("--gammas", "--gamma", nargs="+", type=float, default=list(DEFAULT_GAMMAS),
-                        dest="gammas", help="gamma values, one grid row each")
+    parser.add_argument(
+        "--gammas",
+        "--gamma",
+        nargs="+",
+        type=float,
+        default=list(DEFAULT_GAMMAS),
+        dest="gammas",
+        help="gamma values, one grid row each",
+    )
     parser.add_argument("--n", type=int, default=4, help="seeds per row (SEED .. SEED+N-1)")
-    parser.add_argument("--weights", nargs="+", type=float, default=None,
-                        help="mixing weights, one per file (default: equal)")
+    parser.add_argument(
+        "--weights", nargs="+", type=float, default=None, help="mixing weights, one per file (default: equal)"
+    )
     add_common_arguments(parser)
 
 

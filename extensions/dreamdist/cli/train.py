@@ -41,19 +41,29 @@ from dreamdist.train import (
 )
 
 # TrainConfig's field groups -> --help sections
-GROUPS = {"method": "method (paper defaults)", "mixture": "reference sets with several modes (beyond the paper)",
-          "template": "prompt template", "images": "images", "run": "run"}
+GROUPS = {
+    "method": "method (paper defaults)",
+    "mixture": "reference sets with several modes (beyond the paper)",
+    "template": "prompt template",
+    "images": "images",
+    "run": "run",
+}
 FLAGS = flags(TrainConfig)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("images", type=Path, metavar="IMAGES_DIR", help="folder of reference images")
     none = argparse.SUPPRESS  # no "(default: None)" in --help where the help text says what happens
-    parser.add_argument("--model", required=True, default=none,
-                        help="diffusers model folder or hub id: stabilityai/stable-diffusion-2-1 (v-prediction, "
-                        "the paper's) or stabilityai/stable-diffusion-2-1-base (epsilon)")
-    parser.add_argument("--out", type=Path, required=True, default=none,
-                        help="distribution file to write (.safetensors)")
+    parser.add_argument(
+        "--model",
+        required=True,
+        default=none,
+        help="diffusers model folder or hub id: stabilityai/stable-diffusion-2-1 (v-prediction, "
+        "the paper's) or stabilityai/stable-diffusion-2-1-base (epsilon)",
+    )
+    parser.add_argument(
+        "--out", type=Path, required=True, default=none, help="distribution file to write (.safetensors)"
+    )
 
     groups = add_settings(parser, TrainConfig, GROUPS)
 
@@ -64,12 +74,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     run = groups["run"]
     run.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1...")
     run.add_argument("--checkpoint", type=Path, default=none, help="checkpoint file (default: OUT with .ckpt)")
-    run.add_argument("--resume", action="store_true",
-                     help="continue from the checkpoint (optimizer and RNG state: ends as if never interrupted)")
-    run.add_argument("--force", action="store_true",
-                     help="overwrite an existing --out; without --resume, discard an existing checkpoint")
-    run.add_argument("--log-csv", type=Path, default=none,
-                     help="per-step loss log (default: OUT with .log.csv)")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the checkpoint (optimizer and RNG state: ends as if never interrupted)",
+    )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite an existing --out; without --resume, discard an existing checkpoint",
+    )
+    run.add_argument("--log-csv", type=Path, default=none, help="per-step loss log (default: OUT with .log.csv)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -100,9 +115,16 @@ def run(args: argparse.Namespace) -> int:
         try:
             with messages_to(_say):
                 result = train_distribution(
-                    args.images, args.model, args.out, config, device=args.device, resume=args.resume,
-                    overwrite=args.force, checkpoint=getattr(args, "checkpoint", None),
-                    log_csv=getattr(args, "log_csv", None), progress=not args.no_progress,
+                    args.images,
+                    args.model,
+                    args.out,
+                    config,
+                    device=args.device,
+                    resume=args.resume,
+                    overwrite=args.force,
+                    checkpoint=getattr(args, "checkpoint", None),
+                    log_csv=getattr(args, "log_csv", None),
+                    progress=not args.no_progress,
                 )
         except SettingError as exc:
             raise InputError(exc.named(FLAGS[exc.field])) from None
@@ -111,9 +133,11 @@ def run(args: argparse.Namespace) -> int:
             return 143 if stop.signal_name == "SIGTERM" else 130
     mixture = f"{config.components} components x " if config.components > 1 else ""
     print_result(result, f"{mixture}{config.num_prompts} prompts x {config.num_tokens} tokens")
-    extras = [f"log {result.log_csv}" if result.log_csv else "",
-              f"checkpoint {result.checkpoint}" if result.checkpoint else "",
-              f"{len(result.previews)} preview grid(s) in {result.previews[0].parent}" if result.previews else ""]
+    extras = [
+        f"log {result.log_csv}" if result.log_csv else "",
+        f"checkpoint {result.checkpoint}" if result.checkpoint else "",
+        f"{len(result.previews)} preview grid(s) in {result.previews[0].parent}" if result.previews else "",
+    ]
     extras = [e for e in extras if e]
     if extras:
         print("also: " + ", ".join(extras))

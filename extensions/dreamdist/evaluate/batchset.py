@@ -53,16 +53,20 @@ def batch_group(folder: str | os.PathLike, crop_dir: str | os.PathLike | None = 
     done = sorted(seed for seed, rec in latest.items() if rec.get("status") == "done")
     if not done:
         counts = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "no seed records"
-        raise InputError(f"{folder}: a dreamdist batch folder with no finished seed yet ({counts}); "
-                         "evaluate it once at least one seed is done")
+        raise InputError(
+            f"{folder}: a dreamdist batch folder with no finished seed yet ({counts}); "
+            "evaluate it once at least one seed is done"
+        )
     stills: dict[int, Path] = {}
     for seed in done:
         still = find_test_renders(_trial(folder, latest[seed]))[0]
         if still is not None:
             stills[seed] = still
     if not stills:
-        raise InputError(f"{folder}: {len(done)} seed(s) done but no test renders (TRIAL/save/it*-test/0.png) "
-                         "in their trial folders; re-render them with threestudio's launch.py --test")
+        raise InputError(
+            f"{folder}: {len(done)} seed(s) done but no test renders (TRIAL/save/it*-test/0.png) "
+            "in their trial folders; re-render them with threestudio's launch.py --test"
+        )
     crop_dir = Path(crop_dir) if crop_dir is not None else Path(tempfile.mkdtemp(prefix="dreamdist-evaluate-"))
     crop_dir.mkdir(parents=True, exist_ok=True)
     paths = []
@@ -72,8 +76,14 @@ def batch_group(folder: str | os.PathLike, crop_dir: str | os.PathLike | None = 
         paths.append(path)
     settings = next((r.get("settings") for r in reversed(records) if r.get("event") == "batch"), None) or {}
     names = [Path(str(d)).stem for d in settings.get("distributions") or []]
-    info = {"folder": str(folder), "command": "batch", "distributions": names, "seeds": list(stills),
-            "stills": [str(p) for p in stills.values()], "view": "test view 0 (front), colour panel",
-            "seeds_not_done": sorted(set(latest) - set(done)),
-            "done_without_renders": [s for s in done if s not in stills]}
+    info = {
+        "folder": str(folder),
+        "command": "batch",
+        "distributions": names,
+        "seeds": list(stills),
+        "stills": [str(p) for p in stills.values()],
+        "view": "test view 0 (front), colour panel",
+        "seeds_not_done": sorted(set(latest) - set(done)),
+        "done_without_renders": [s for s in done if s not in stills],
+    }
     return ImageGroup(f"{'+'.join(names) or folder.name} batch", paths, info)

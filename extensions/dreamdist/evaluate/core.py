@@ -56,10 +56,14 @@ class EvaluateSettings:
     def validate(self) -> None:
         unknown = [m for m in self.metrics if m not in METRICS]
         if unknown or not self.metrics:
-            raise InputError(f"--metrics: unknown {', '.join(map(repr, unknown)) or 'empty list'}; "
-                             f"choose from {', '.join(METRICS)}")
-        for flag, space in (("--fid-features", self.fid_features), ("--dc-features", self.dc_features),
-                            ("--diversity-features", self.diversity_features)):
+            raise InputError(
+                f"--metrics: unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from {', '.join(METRICS)}"
+            )
+        for flag, space in (
+            ("--fid-features", self.fid_features),
+            ("--dc-features", self.dc_features),
+            ("--diversity-features", self.diversity_features),
+        ):
             if space not in SPACES:
                 raise InputError(f"{flag} {space}: choose from {', '.join(SPACES)}")
         if self.k < 1:
@@ -68,8 +72,9 @@ class EvaluateSettings:
             raise InputError(f"--batch-size must be at least 1, not {self.batch_size}")
 
     def space_of(self, metric: str) -> str:
-        return {"fid": self.fid_features, "clip-i": "clip", "dino": "dino",
-                "diversity": self.diversity_features}.get(metric, self.dc_features)
+        return {"fid": self.fid_features, "clip-i": "clip", "dino": "dino", "diversity": self.diversity_features}.get(
+            metric, self.dc_features
+        )
 
     def spaces(self) -> list[str]:
         """Feature spaces the chosen metrics need, in a fixed order."""
@@ -99,14 +104,16 @@ class EvaluationReport:
             "references": self.references,
             "encoders": self.encoders,
             "settings": self.settings,
-            "rows": [{"label": r.label, "images": r.n, **r.info, "metrics": r.values, "notes": r.notes}
-                     for r in self.rows],
+            "rows": [
+                {"label": r.label, "images": r.n, **r.info, "metrics": r.values, "notes": r.notes} for r in self.rows
+            ],
             "seconds": round(self.seconds, 3),
         }
 
 
-def _metric_values(settings: EvaluateSettings, gen: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]
-                   ) -> tuple[dict[str, float | None], dict[str, str]]:
+def _metric_values(
+    settings: EvaluateSettings, gen: Mapping[str, np.ndarray], ref: Mapping[str, np.ndarray]
+) -> tuple[dict[str, float | None], dict[str, str]]:
     values: dict[str, float | None] = {}
     notes: dict[str, str] = {}
     dc: tuple[float, float] | None = None
@@ -164,9 +171,14 @@ def evaluate_groups(
     gen_feats: list[dict[str, np.ndarray]] = [{} for _ in groups]
     for space in settings.spaces():
         if space not in loaded:
-            loaded[space] = load_encoder(space, clip_model=settings.clip_model, dino_model=settings.dino_model,
-                                         inception_weights=settings.inception_weights, device=device,
-                                         batch_size=settings.batch_size)
+            loaded[space] = load_encoder(
+                space,
+                clip_model=settings.clip_model,
+                dino_model=settings.dino_model,
+                inception_weights=settings.inception_weights,
+                device=device,
+                batch_size=settings.batch_size,
+            )
         enc = loaded[space]
         ref_feats[space] = enc.embed(references, settings.progress, "references")
         for i, g in enumerate(groups):
@@ -178,25 +190,37 @@ def evaluate_groups(
         rows.append(EvaluationRow(g.label, len(g.paths), dict(g.info), values, notes))
     spaces = settings.spaces()
     return EvaluationReport(
-        references={"label": reference_label or (str(references[0].parent) if references else ""),
-                    "images": len(references)},
+        references={
+            "label": reference_label or (str(references[0].parent) if references else ""),
+            "images": len(references),
+        },
         encoders={s: getattr(loaded[s], "description", "") or s for s in spaces},
-        settings={"metrics": list(settings.metrics), "k": settings.k, "fid_features": settings.fid_features,
-                  "dc_features": settings.dc_features, "diversity_features": settings.diversity_features,
-                  "device": str(device)},
+        settings={
+            "metrics": list(settings.metrics),
+            "k": settings.k,
+            "fid_features": settings.fid_features,
+            "dc_features": settings.dc_features,
+            "diversity_features": settings.diversity_features,
+            "device": str(device),
+        },
         rows=rows,
         seconds=time.perf_counter() - began,
     )
 
 
-def evaluate_folders(generated: Sequence[str | os.PathLike], references: str | os.PathLike,
-                     settings: EvaluateSettings | None = None, **kwargs) -> EvaluationReport:
+def evaluate_folders(
+    generated: Sequence[str | os.PathLike],
+    references: str | os.PathLike,
+    settings: EvaluateSettings | None = None,
+    **kwargs,
+) -> EvaluationReport:
     """``dreamdist evaluate GENERATED... REFERENCES``: every folder is read (and checked) before any
     model is loaded. A batch folder's front stills are cropped into a temporary folder, removed after."""
     settings = settings or EvaluateSettings()
     settings.validate()
     refs = reference_paths(references)
     with tempfile.TemporaryDirectory(prefix="dreamdist-evaluate-") as scratch:
-        groups = [g for i, folder in enumerate(generated)
-                  for g in generated_groups(folder, crop_dir=Path(scratch) / str(i))]
+        groups = [
+            g for i, folder in enumerate(generated) for g in generated_groups(folder, crop_dir=Path(scratch) / str(i))
+        ]
         return evaluate_groups(groups, refs, settings, reference_label=str(references), **kwargs)

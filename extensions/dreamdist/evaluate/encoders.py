@@ -50,7 +50,7 @@ class Encoder:
 
     def _batches(self, paths: Sequence[Path]) -> Iterable[list[Path]]:
         for start in range(0, len(paths), self.batch_size):
-            yield list(paths[start:start + self.batch_size])
+            yield list(paths[start : start + self.batch_size])
 
     def _embed_batch(self, paths: list[Path]) -> np.ndarray:
         raise NotImplementedError
@@ -60,8 +60,14 @@ class Encoder:
         from tqdm.auto import tqdm
 
         paths = [Path(p) for p in paths]
-        bar = tqdm(total=len(paths), unit="img", desc=f"{self.space}: {desc}" if desc else self.space,
-                   disable=None if progress else True, leave=False, dynamic_ncols=True)
+        bar = tqdm(
+            total=len(paths),
+            unit="img",
+            desc=f"{self.space}: {desc}" if desc else self.space,
+            disable=None if progress else True,
+            leave=False,
+            dynamic_ncols=True,
+        )
         rows = []
         try:
             for batch in self._batches(paths):
@@ -75,8 +81,7 @@ class Encoder:
 class HubImageEncoder(Encoder):
     """CLIP (``image_embeds``) or DINO ViT ([CLS]) from a hub id or a local folder."""
 
-    def __init__(self, space: str, model: str | os.PathLike, device: torch.device | None = None,
-                 batch_size: int = 32):
+    def __init__(self, space: str, model: str | os.PathLike, device: torch.device | None = None, batch_size: int = 32):
         super().__init__(device, batch_size)
         if space not in ("clip", "dino"):
             raise ValueError(f"unknown hub encoder space {space!r}")
@@ -96,8 +101,10 @@ class HubImageEncoder(Encoder):
                 self.model = ViTModel.from_pretrained(self.model_id, add_pooling_layer=False)
             self.processor = AutoImageProcessor.from_pretrained(self.model_id)
         except (OSError, ValueError, EnvironmentError) as exc:
-            raise InputError(f"{flag} {self.model_id}: could not load it ({_first_line(exc)}); give a hub id "
-                             f"or a local folder with the model and its preprocessor_config.json") from None
+            raise InputError(
+                f"{flag} {self.model_id}: could not load it ({_first_line(exc)}); give a hub id "
+                f"or a local folder with the model and its preprocessor_config.json"
+            ) from None
         self.model.to(self.device).eval()
         self.description = f"{self.model_id} ({'image_embeds' if space == 'clip' else '[CLS] token'})"
 
@@ -118,8 +125,13 @@ class InceptionEncoder(Encoder):
 
     space = "inception"
 
-    def __init__(self, weights: str | os.PathLike | None = None, device: torch.device | None = None,
-                 batch_size: int = 32, extractor_class: Callable | None = None):
+    def __init__(
+        self,
+        weights: str | os.PathLike | None = None,
+        device: torch.device | None = None,
+        batch_size: int = 32,
+        extractor_class: Callable | None = None,
+    ):
         super().__init__(device, batch_size)
         if extractor_class is None:
             try:
@@ -128,23 +140,30 @@ class InceptionEncoder(Encoder):
                 raise InputError(
                     f"FID (and density/coverage on Inception features) need torch-fidelity's Inception-v3: "
                     f"{EVALUATE_EXTRA}; or pick other metrics/features, e.g. --metrics clip-i dino density "
-                    "coverage --dc-features clip") from None
+                    "coverage --dc-features clip"
+                ) from None
             except Exception as exc:  # noqa: BLE001 - e.g. a torchvision built for another torch
-                raise InputError(f"torch-fidelity is installed but does not import ({_first_line(exc)}); its "
-                                 "torchvision must be the build that matches your torch") from None
+                raise InputError(
+                    f"torch-fidelity is installed but does not import ({_first_line(exc)}); its "
+                    "torchvision must be the build that matches your torch"
+                ) from None
             extractor_class = FeatureExtractorInceptionV3
         if weights is not None and not Path(weights).is_file():
             raise InputError(f"--inception-weights {weights}: no such file")
         try:
-            self.model = extractor_class(INCEPTION_NAME, ["2048"],
-                                         feature_extractor_weights_path=None if weights is None else str(weights))
+            self.model = extractor_class(
+                INCEPTION_NAME, ["2048"], feature_extractor_weights_path=None if weights is None else str(weights)
+            )
         except (OSError, RuntimeError) as exc:  # no network / corrupt file
             source = f"--inception-weights {weights}" if weights else "torch-fidelity's Inception weights"
-            raise InputError(f"could not load {source} ({_first_line(exc)}); on an offline machine download "
-                             "them once elsewhere and pass the file with --inception-weights") from None
+            raise InputError(
+                f"could not load {source} ({_first_line(exc)}); on an offline machine download "
+                "them once elsewhere and pass the file with --inception-weights"
+            ) from None
         self.model.to(self.device).eval()
-        self.description = ("Inception-v3 pool3, 2048-d (torch-fidelity "
-                            f"{'weights ' + str(weights) if weights else 'FID weights'})")
+        self.description = (
+            f"Inception-v3 pool3, 2048-d (torch-fidelity {'weights ' + str(weights) if weights else 'FID weights'})"
+        )
 
     def _batches(self, paths: Sequence[Path]) -> Iterable[list[Path]]:
         # the network batches tensors, so one batch holds images of one size (usually all of them)
@@ -171,10 +190,15 @@ class InceptionEncoder(Encoder):
         return feats.double().cpu().numpy()
 
 
-def load_encoder(space: str, *, clip_model: str | os.PathLike = DEFAULT_CLIP_MODEL,
-                 dino_model: str | os.PathLike = DEFAULT_DINO_MODEL,
-                 inception_weights: str | os.PathLike | None = None,
-                 device: torch.device | None = None, batch_size: int = 32) -> Encoder:
+def load_encoder(
+    space: str,
+    *,
+    clip_model: str | os.PathLike = DEFAULT_CLIP_MODEL,
+    dino_model: str | os.PathLike = DEFAULT_DINO_MODEL,
+    inception_weights: str | os.PathLike | None = None,
+    device: torch.device | None = None,
+    batch_size: int = 32,
+) -> Encoder:
     """The encoder of one feature space (see the module doc)."""
     if space == "inception":
         return InceptionEncoder(inception_weights, device, batch_size)

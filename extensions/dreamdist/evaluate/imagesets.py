@@ -44,11 +44,17 @@ def _check_folder(folder: Path, role: str) -> None:
         raise InputError(f"{folder}: no such folder; give the folder that holds the {role} images")
     if not folder.is_dir():
         raise InputError(f"{folder}: is a file, not a folder; give the folder that holds the {role} images")
-    if not (folder / MANIFEST_NAME).is_file() and not (folder / "manifest.jsonl").is_file() and not any(
-        p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") for p in folder.iterdir() if p.is_file()
+    if (
+        not (folder / MANIFEST_NAME).is_file()
+        and not (folder / "manifest.jsonl").is_file()
+        and not any(
+            p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".") for p in folder.iterdir() if p.is_file()
+        )
     ):
-        raise InputError(f"{folder}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}); "
-                         f"give the folder that holds the {role} images")
+        raise InputError(
+            f"{folder}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}); "
+            f"give the folder that holds the {role} images"
+        )
 
 
 def reference_paths(folder: str | os.PathLike) -> list[Path]:
@@ -71,13 +77,18 @@ def read_sample_manifest(folder: Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise InputError(f"{path}: not a readable manifest ({exc}); remove it to evaluate the folder's images "
-                         "as plain images") from None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("images"), list) or not all(
-        isinstance(e, dict) and isinstance(e.get("file"), str) for e in manifest["images"]
+        raise InputError(
+            f"{path}: not a readable manifest ({exc}); remove it to evaluate the folder's images as plain images"
+        ) from None
+    if (
+        not isinstance(manifest, dict)
+        or not isinstance(manifest.get("images"), list)
+        or not all(isinstance(e, dict) and isinstance(e.get("file"), str) for e in manifest["images"])
     ):
-        raise InputError(f"{path}: not a dreamdist sample manifest (no list of images); remove it to evaluate "
-                         "the folder's images as plain images")
+        raise InputError(
+            f"{path}: not a dreamdist sample manifest (no list of images); remove it to evaluate "
+            "the folder's images as plain images"
+        )
     return manifest
 
 
@@ -100,8 +111,10 @@ def generated_groups(folder: str | os.PathLike, crop_dir: str | os.PathLike | No
     missing = [e["file"] for e in entries if not (folder / e["file"]).is_file()]
     if missing:
         shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
-        raise InputError(f"{folder}: {len(missing)} image(s) that {MANIFEST_NAME} lists are missing ({shown}); "
-                         "re-run the sample command, or remove the manifest to evaluate the images that are there")
+        raise InputError(
+            f"{folder}: {len(missing)} image(s) that {MANIFEST_NAME} lists are missing ({shown}); "
+            "re-run the sample command, or remove the manifest to evaluate the images that are there"
+        )
     names = _distribution_names(manifest)
     base = {
         "folder": str(folder),

@@ -7,8 +7,14 @@ from typing import Any
 
 from dreamdist.evaluate.core import LOWER_IS_BETTER, EvaluationReport
 
-HEADERS = {"fid": "FID", "clip-i": "CLIP-I", "dino": "DINO", "density": "density", "coverage": "coverage",
-           "diversity": "diversity"}
+HEADERS = {
+    "fid": "FID",
+    "clip-i": "CLIP-I",
+    "dino": "DINO",
+    "density": "density",
+    "coverage": "coverage",
+    "diversity": "diversity",
+}
 SPACE_NAMES = {"inception": "Inception-v3", "clip": "CLIP", "dino": "DINO"}
 
 
@@ -54,8 +60,9 @@ def format_table(report: EvaluationReport) -> str:
         used = [_header(report, m) for m in metrics if _space(report, m) == space]
         lines.append(f"{'/'.join(used)} on {SPACE_NAMES.get(space, space)}: {desc}")
     lines.append("")
-    heads = ["generated", "images"] + [_header(report, m) + (" (lower better)" if m in LOWER_IS_BETTER else "")
-                                       for m in metrics]
+    heads = ["generated", "images"] + [
+        _header(report, m) + (" (lower better)" if m in LOWER_IS_BETTER else "") for m in metrics
+    ]
     cells = [[r.label, str(r.n)] + [_fmt(m, r.values.get(m)) for m in metrics] for r in report.rows]
     widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
     lines.append("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(heads, widths))))
@@ -68,15 +75,21 @@ def format_table(report: EvaluationReport) -> str:
             lines.append(f"  {_header(report, metric)} n/a: {why}")
     notes = []
     if "fid" in metrics:
-        notes.append(f"{_header(report, 'fid')} of small sets is biased upwards and depends on the image counts: "
-                     "compare rows with the same numbers of images only.")
+        notes.append(
+            f"{_header(report, 'fid')} of small sets is biased upwards and depends on the image counts: "
+            "compare rows with the same numbers of images only."
+        )
     if "density" in metrics or "coverage" in metrics:
-        notes.append(f"density/coverage: Naeem et al. 2020, k={report.settings['k']}, references as the real set "
-                     "(density ~1 and coverage ~1 for images drawn like the references).")
+        notes.append(
+            f"density/coverage: Naeem et al. 2020, k={report.settings['k']}, references as the real set "
+            "(density ~1 and coverage ~1 for images drawn like the references)."
+        )
     if "diversity" in metrics:
         space = SPACE_NAMES.get(_space(report, "diversity"), _space(report, "diversity"))
-        notes.append(f"diversity: mean over the row's own image pairs of the cosine distance (1 - cosine similarity) "
-                     f"of their {space} embeddings; higher = more varied, no references involved.")
+        notes.append(
+            f"diversity: mean over the row's own image pairs of the cosine distance (1 - cosine similarity) "
+            f"of their {space} embeddings; higher = more varied, no references involved."
+        )
     if notes:
         lines.append("")
         lines.extend(notes)
@@ -85,8 +98,12 @@ def format_table(report: EvaluationReport) -> str:
 
 def _space(report: EvaluationReport, metric: str) -> str:
     s = report.settings
-    return {"fid": s["fid_features"], "clip-i": "clip", "dino": "dino",
-            "diversity": s.get("diversity_features", "clip")}.get(metric, s["dc_features"])
+    return {
+        "fid": s["fid_features"],
+        "clip-i": "clip",
+        "dino": "dino",
+        "diversity": s.get("diversity_features", "clip"),
+    }.get(metric, s["dc_features"])
 
 
 def to_json(report: EvaluationReport) -> str:

@@ -18,6 +18,15 @@ from dreamdist.finetune.trainer import (
 )
 
 __all__ = [
-    "CSV_COLUMNS", "INFO_NAME", "METHODS", "FinetuneConfig", "FinetuneResult", "FinetuneStep", "FinetuneTrainer",
-    "finetune", "finetune_paths", "read_info", "write_pipeline_folder",
+    "CSV_COLUMNS",
+    "INFO_NAME",
+    "METHODS",
+    "FinetuneConfig",
+    "FinetuneResult",
+    "FinetuneStep",
+    "FinetuneTrainer",
+    "finetune",
+    "finetune_paths",
+    "read_info",
+    "write_pipeline_folder",
 ]

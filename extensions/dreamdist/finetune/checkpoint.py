@@ -40,11 +40,19 @@ class FinetuneCheckpoint:
 
     def save(self, path: Path) -> Path:
         state = {
-            "format": FORMAT, "version": VERSION, "step": self.step, "weights": self.weights,
-            "optimizer": self.optimizer, "generator": self.generator, "queue": self.queue,
-            "settings": json.dumps(self.settings, sort_keys=True), "images": json.dumps(self.images),
-            "distribution_sha256": self.distribution_sha256, "fingerprint_sha256": self.fingerprint_sha256,
-            "elapsed_s": float(self.elapsed_s), "last_loss": float(self.last_loss),
+            "format": FORMAT,
+            "version": VERSION,
+            "step": self.step,
+            "weights": self.weights,
+            "optimizer": self.optimizer,
+            "generator": self.generator,
+            "queue": self.queue,
+            "settings": json.dumps(self.settings, sort_keys=True),
+            "images": json.dumps(self.images),
+            "distribution_sha256": self.distribution_sha256,
+            "fingerprint_sha256": self.fingerprint_sha256,
+            "elapsed_s": float(self.elapsed_s),
+            "last_loss": float(self.last_loss),
         }
         return save_state(path, state)
 
@@ -53,28 +61,50 @@ class FinetuneCheckpoint:
         state = load_state(path, FORMAT, VERSION, "fine-tuning")
         try:
             return cls(
-                step=int(state["step"]), weights=dict(state["weights"]), optimizer=state["optimizer"],
-                generator=state["generator"], queue=state["queue"].clone(), settings=json.loads(state["settings"]),
-                images=json.loads(state["images"]), distribution_sha256=str(state["distribution_sha256"]),
-                fingerprint_sha256=str(state["fingerprint_sha256"]), elapsed_s=float(state["elapsed_s"]),
+                step=int(state["step"]),
+                weights=dict(state["weights"]),
+                optimizer=state["optimizer"],
+                generator=state["generator"],
+                queue=state["queue"].clone(),
+                settings=json.loads(state["settings"]),
+                images=json.loads(state["images"]),
+                distribution_sha256=str(state["distribution_sha256"]),
+                fingerprint_sha256=str(state["fingerprint_sha256"]),
+                elapsed_s=float(state["elapsed_s"]),
                 last_loss=float(state.get("last_loss", math.nan)),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             raise damaged(path, "damaged fine-tuning checkpoint") from None
 
-    def check_resumes(self, path: Path, settings: dict[str, Any], images: list[list[str]], distribution_sha256: str,
-                      fingerprint_sha256: str, steps: int) -> None:
-        differ = [f"{k}: checkpoint {self.settings.get(k)!r}, now {v!r}" for k, v in settings.items()
-                  if self.settings.get(k) != v]
+    def check_resumes(
+        self,
+        path: Path,
+        settings: dict[str, Any],
+        images: list[list[str]],
+        distribution_sha256: str,
+        fingerprint_sha256: str,
+        steps: int,
+    ) -> None:
+        differ = [
+            f"{k}: checkpoint {self.settings.get(k)!r}, now {v!r}"
+            for k, v in settings.items()
+            if self.settings.get(k) != v
+        ]
         if differ:
-            raise InputError(f"{path}: cannot resume with different settings ({'; '.join(differ)}); use the "
-                             "checkpoint's settings, or --force to start over")
+            raise InputError(
+                f"{path}: cannot resume with different settings ({'; '.join(differ)}); use the "
+                "checkpoint's settings, or --force to start over"
+            )
         if self.images != images:
-            raise InputError(f"{path}: the reference images changed since the checkpoint was written; resume with "
-                             "the same images, or --force to start over")
+            raise InputError(
+                f"{path}: the reference images changed since the checkpoint was written; resume with "
+                "the same images, or --force to start over"
+            )
         if self.distribution_sha256 != distribution_sha256:
-            raise InputError(f"{path}: the checkpoint was made with another distribution file; resume with the same "
-                             "one, or --force to start over")
+            raise InputError(
+                f"{path}: the checkpoint was made with another distribution file; resume with the same "
+                "one, or --force to start over"
+            )
         if self.fingerprint_sha256 != fingerprint_sha256:
             raise InputError(f"{path}: the checkpoint was made with another base model; resume with the same --model")
         if self.step > steps:

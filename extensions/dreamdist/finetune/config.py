@@ -32,51 +32,101 @@ def _setting(default: Any, kind: str, group: str, help: str, **cli: Any) -> Any:
 class FinetuneConfig:
     """Fine-tuning settings; defaults: Zeng et al.'s stage 2, with S prompt samples per image as stage 1."""
 
-    method: str = _setting("full", METHOD, "method", "full: every UNet weight (the paper's stage 2); lora: "
-                           "low-rank adapters on the UNet's attention projections (needs peft; less memory), "
-                           "fused into the saved UNet", choices=METHODS)
+    method: str = _setting(
+        "full",
+        METHOD,
+        "method",
+        "full: every UNet weight (the paper's stage 2); lora: "
+        "low-rank adapters on the UNet's attention projections (needs peft; less memory), "
+        "fused into the saved UNet",
+        choices=METHODS,
+    )
     steps: int = _setting(800, LENGTH, "method", "optimisation steps (Zeng et al.: 800)")
-    lr: float = _setting(5e-6, METHOD, "method", "learning rate, constant (Zeng et al.: 5e-6 for the full UNet; "
-                         "LoRA usually wants ~1e-4)")
-    batch_size: int = _setting(1, METHOD, "method", "reference images per step; the UNet sees BATCH_SIZE x S "
-                               "(+ BATCH_SIZE class images with prior preservation) per step")
-    samples: int = _setting(4, METHOD, "method", "S prompt samples from the frozen distribution per image and "
-                            "step, as in stage 1: the model learns the look across the distribution, not one "
-                            "prompt", metavar="S")
+    lr: float = _setting(
+        5e-6,
+        METHOD,
+        "method",
+        "learning rate, constant (Zeng et al.: 5e-6 for the full UNet; LoRA usually wants ~1e-4)",
+    )
+    batch_size: int = _setting(
+        1,
+        METHOD,
+        "method",
+        "reference images per step; the UNet sees BATCH_SIZE x S "
+        "(+ BATCH_SIZE class images with prior preservation) per step",
+    )
+    samples: int = _setting(
+        4,
+        METHOD,
+        "method",
+        "S prompt samples from the frozen distribution per image and "
+        "step, as in stage 1: the model learns the look across the distribution, not one "
+        "prompt",
+        metavar="S",
+    )
     gamma: float = _setting(1.0, METHOD, "method", "diversity of those samples: mu + GAMMA * w * sigma")
-    template: str | None = _setting(None, METHOD, "method", "template the distribution is encoded in "
-                                    "(default: its own training template)", show_default=False)
+    template: str | None = _setting(
+        None,
+        METHOD,
+        "method",
+        "template the distribution is encoded in (default: its own training template)",
+        show_default=False,
+    )
     weight_decay: float = _setting(1e-2, METHOD, "method", "AdamW weight decay")
     max_grad_norm: float = _setting(1.0, METHOD, "method", "clip the gradient norm (0 = off)")
     lora_rank: int = _setting(4, METHOD, "lora", "LoRA rank r", metavar="R")
-    lora_alpha: float | None = _setting(None, METHOD, "lora", "LoRA alpha (default: the rank, scale 1)",
-                                        show_default=False)
-    class_prompt: str | None = _setting(None, METHOD, "prior preservation (DreamBooth)",
-                                        "turn on prior preservation with this class prompt, e.g. 'a photo of "
-                                        "a dog': the base model's own images for it are generated once, "
-                                        "cached, and trained on beside the references (default: off)",
-                                        show_default=False)
-    class_images: int = _setting(100, METHOD, "prior preservation (DreamBooth)",
-                                 "how many class images (DreamBooth: 100)", metavar="N")
-    prior_weight: float = _setting(1.0, METHOD, "prior preservation (DreamBooth)",
-                                   "weight of the class images' diffusion loss (DreamBooth: 1)")
-    class_steps: int = _setting(50, METHOD, "prior preservation (DreamBooth)",
-                                "denoising steps per class image")
-    class_guidance: float = _setting(7.5, METHOD, "prior preservation (DreamBooth)",
-                                     "guidance scale of the class images")
-    resolution: int | None = _setting(None, METHOD, "images", "training resolution in pixels (default: the "
-                                      "model's)", show_default=False)
+    lora_alpha: float | None = _setting(
+        None, METHOD, "lora", "LoRA alpha (default: the rank, scale 1)", show_default=False
+    )
+    class_prompt: str | None = _setting(
+        None,
+        METHOD,
+        "prior preservation (DreamBooth)",
+        "turn on prior preservation with this class prompt, e.g. 'a photo of "
+        "a dog': the base model's own images for it are generated once, "
+        "cached, and trained on beside the references (default: off)",
+        show_default=False,
+    )
+    class_images: int = _setting(
+        100, METHOD, "prior preservation (DreamBooth)", "how many class images (DreamBooth: 100)", metavar="N"
+    )
+    prior_weight: float = _setting(
+        1.0, METHOD, "prior preservation (DreamBooth)", "weight of the class images' diffusion loss (DreamBooth: 1)"
+    )
+    class_steps: int = _setting(50, METHOD, "prior preservation (DreamBooth)", "denoising steps per class image")
+    class_guidance: float = _setting(
+        7.5, METHOD, "prior preservation (DreamBooth)", "guidance scale of the class images"
+    )
+    resolution: int | None = _setting(
+        None, METHOD, "images", "training resolution in pixels (default: the model's)", show_default=False
+    )
     flip: bool = _setting(True, METHOD, "images", "no horizontal-flip augmentation", flag="--no-flip")
     seed: int = _setting(0, METHOD, "run", "seed of every random draw (and of the LoRA initialisation)")
-    precision: str = _setting("auto", SPEED, "run", "auto: fp32 on CPU; on CUDA bf16 autocast (fp16 where bf16 "
-                              "is missing). Weights and optimizer stay fp32: lr 5e-6 updates vanish in bf16",
-                              choices=PRECISIONS)
-    gradient_checkpointing: bool = _setting(False, SPEED, "run", "recompute the UNet's activations in the "
-                                            "backward pass: less GPU memory, slower")
-    checkpoint_every: int = _setting(200, OUTPUT, "run", "write the resumable checkpoint every N steps (also "
-                                     "on Ctrl-C / SIGTERM; 0 = only then) (Zeng et al.: every 200)")
-    snapshot_every: int = _setting(0, OUTPUT, "run", "also write a loadable model folder OUT.step-NNNNNN every "
-                                   "N steps, to pick the best by eye (0 = off; each holds a whole UNet)")
+    precision: str = _setting(
+        "auto",
+        SPEED,
+        "run",
+        "auto: fp32 on CPU; on CUDA bf16 autocast (fp16 where bf16 "
+        "is missing). Weights and optimizer stay fp32: lr 5e-6 updates vanish in bf16",
+        choices=PRECISIONS,
+    )
+    gradient_checkpointing: bool = _setting(
+        False, SPEED, "run", "recompute the UNet's activations in the backward pass: less GPU memory, slower"
+    )
+    checkpoint_every: int = _setting(
+        200,
+        OUTPUT,
+        "run",
+        "write the resumable checkpoint every N steps (also "
+        "on Ctrl-C / SIGTERM; 0 = only then) (Zeng et al.: every 200)",
+    )
+    snapshot_every: int = _setting(
+        0,
+        OUTPUT,
+        "run",
+        "also write a loadable model folder OUT.step-NNNNNN every "
+        "N steps, to pick the best by eye (0 = off; each holds a whole UNet)",
+    )
 
     def validate(self) -> None:
         """Raise ``SettingError`` for the first bad value."""
@@ -89,10 +139,16 @@ class FinetuneConfig:
         self._need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "must be >= 0")
         self._need(math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0")
         self._need(self.lora_rank >= 1, "lora_rank", "must be at least 1")
-        self._need(self.lora_alpha is None or (math.isfinite(self.lora_alpha) and self.lora_alpha > 0),
-                   "lora_alpha", "must be a positive number")
-        self._need(self.class_prompt is None or bool(self.class_prompt.strip()), "class_prompt",
-                   "must not be empty (leave it out to turn prior preservation off)")
+        self._need(
+            self.lora_alpha is None or (math.isfinite(self.lora_alpha) and self.lora_alpha > 0),
+            "lora_alpha",
+            "must be a positive number",
+        )
+        self._need(
+            self.class_prompt is None or bool(self.class_prompt.strip()),
+            "class_prompt",
+            "must not be empty (leave it out to turn prior preservation off)",
+        )
         self._need(self.class_images >= 1, "class_images", "must be at least 1")
         self._need(math.isfinite(self.prior_weight) and self.prior_weight >= 0, "prior_weight", "must be >= 0")
         self._need(self.class_steps >= 1, "class_steps", "must be at least 1")

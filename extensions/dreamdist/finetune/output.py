@@ -54,8 +54,15 @@ def base_folder(model: str | os.PathLike) -> Path | None:
 
 def _components(model_index: Mapping[str, Any]) -> list[str]:
     """The component folders a ``model_index.json`` names (entries with a library and a class)."""
-    return [name for name, value in model_index.items() if not name.startswith("_") and isinstance(value, list)
-            and len(value) == 2 and value[0] is not None and value[1] is not None]
+    return [
+        name
+        for name, value in model_index.items()
+        if not name.startswith("_")
+        and isinstance(value, list)
+        and len(value) == 2
+        and value[0] is not None
+        and value[1] is not None
+    ]
 
 
 def unet_state_for_saving(unet: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -112,19 +119,26 @@ def write_lora(unet: torch.nn.Module, folder: Path, config: Any) -> None:
 def _readme(info: Mapping[str, Any], out_name: str) -> str:
     return f"""# {out_name}: a dreamdist stage-2 fine-tuned model
 
-Base model: `{info['base_model']}`; fine-tuned UNet ({info['settings']['method']}, {info['steps_done']} steps)
-on the images of `{info['references']}`, conditioned on samples of `{info['distribution']}`.
+Base model: `{info["base_model"]}`; fine-tuned UNet ({info["settings"]["method"]}, {info["steps_done"]} steps)
+on the images of `{info["references"]}`, conditioned on samples of `{info["distribution"]}`.
 Every part but `unet/` is a link to the base model's own folder.
 
-- 2D: `dreamdist sample {info['distribution']} --model {out_name}`
+- 2D: `dreamdist sample {info["distribution"]} --model {out_name}`
 - Python: `StableDiffusionPipeline.from_pretrained("{out_name}")`
 - threestudio SDS: `system.guidance.pretrained_model_name_or_path=/abs/path/{out_name}`
   (`stable-diffusion-guidance`; MVDream's guidance has its own multi-view UNet and cannot take this one)
 """
 
 
-def write_pipeline_folder(out: Path, base: str, unet: torch.nn.Module, info: Mapping[str, Any],
-                          lora_config: Any = None, pipe: Any = None, overwrite: bool = False) -> Path:
+def write_pipeline_folder(
+    out: Path,
+    base: str,
+    unet: torch.nn.Module,
+    info: Mapping[str, Any],
+    lora_config: Any = None,
+    pipe: Any = None,
+    overwrite: bool = False,
+) -> Path:
     """Write the pipeline folder ``out`` atomically (see the module doc). ``pipe``: the loaded base
     pipeline, to save its parts from when ``base`` has no local folder to link to (a copy, said in
     ``dreamdist_finetune.json``)."""

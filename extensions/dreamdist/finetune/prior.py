@@ -30,14 +30,22 @@ def unet_hash(unet: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     params = list(unet.state_dict().values())
     for tensor in params[:: max(1, len(params) // 16)]:
-        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()[:1 << 16])
+        digest.update(tensor.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()[: 1 << 16])
     return digest.hexdigest()[:16]
 
 
-def class_image_key(prompt: str, fingerprint_sha256: str, unet_id: str, resolution: int, steps: int,
-                    guidance: float, seed: int) -> dict[str, Any]:
-    return {"class_prompt": prompt, "text_encoder_sha256": fingerprint_sha256, "unet": unet_id,
-            "resolution": resolution, "steps": steps, "guidance": guidance, "seed": seed}
+def class_image_key(
+    prompt: str, fingerprint_sha256: str, unet_id: str, resolution: int, steps: int, guidance: float, seed: int
+) -> dict[str, Any]:
+    return {
+        "class_prompt": prompt,
+        "text_encoder_sha256": fingerprint_sha256,
+        "unet": unet_id,
+        "resolution": resolution,
+        "steps": steps,
+        "guidance": guidance,
+        "seed": seed,
+    }
 
 
 def class_images(pipe: Any, folder: Path, count: int, key: dict[str, Any]) -> tuple[list[Path], int]:
@@ -50,10 +58,15 @@ def class_images(pipe: Any, folder: Path, count: int, key: dict[str, Any]) -> tu
         except ValueError:
             raise InputError(f"{manifest}: damaged; delete {folder} to draw the class images again") from None
         if saved.get("key") != key:
-            differ = [f"{k}: cached {saved.get('key', {}).get(k)!r}, now {v!r}" for k, v in key.items()
-                      if saved.get("key", {}).get(k) != v]
-            raise InputError(f"{folder}: class images made otherwise ({'; '.join(differ)}); give another "
-                             "--class-dir or delete that folder")
+            differ = [
+                f"{k}: cached {saved.get('key', {}).get(k)!r}, now {v!r}"
+                for k, v in key.items()
+                if saved.get("key", {}).get(k) != v
+            ]
+            raise InputError(
+                f"{folder}: class images made otherwise ({'; '.join(differ)}); give another "
+                "--class-dir or delete that folder"
+            )
     elif folder.exists() and any(folder.iterdir()):
         raise InputError(f"{folder}: not empty and not a dreamdist class-image cache; give another --class-dir")
     folder.mkdir(parents=True, exist_ok=True)
@@ -62,13 +75,18 @@ def class_images(pipe: Any, folder: Path, count: int, key: dict[str, Any]) -> tu
     missing = [i for i, p in enumerate(paths) if not p.is_file()]
     resolution, seed = key["resolution"], key["seed"]
     for start in range(0, len(missing), BATCH):
-        chunk = missing[start:start + BATCH]
+        chunk = missing[start : start + BATCH]
         generators = [torch.Generator("cpu").manual_seed(seed + i) for i in chunk]
         latents = torch.stack([torch.randn(_latent_shape(pipe, resolution), generator=g) for g in generators])
         with torch.no_grad():
-            images = pipe(prompt=[key["class_prompt"]] * len(chunk), num_inference_steps=key["steps"],
-                          guidance_scale=key["guidance"], height=resolution, width=resolution,
-                          latents=latents.to(pipe.device, pipe.unet.dtype)).images
+            images = pipe(
+                prompt=[key["class_prompt"]] * len(chunk),
+                num_inference_steps=key["steps"],
+                guidance_scale=key["guidance"],
+                height=resolution,
+                width=resolution,
+                latents=latents.to(pipe.device, pipe.unet.dtype),
+            ).images
         for i, image in zip(chunk, images):
             with atomic_path(paths[i]) as tmp:
                 image.save(tmp, format="PNG")

@@ -110,8 +110,11 @@ def finetune_paths(out: str | os.PathLike, checkpoint: Any = None, log_csv: Any 
     def pick(given: Any, default: Path) -> Path | None:
         return None if given is False else Path(default if given in (None, True) else given)
 
-    return {"out": out, "checkpoint": pick(checkpoint, out.with_name(out.name + ".ckpt")),
-            "log_csv": pick(log_csv, out.with_name(out.name + ".log.csv"))}
+    return {
+        "out": out,
+        "checkpoint": pick(checkpoint, out.with_name(out.name + ".ckpt")),
+        "log_csv": pick(log_csv, out.with_name(out.name + ".log.csv")),
+    }
 
 
 class _Log:
@@ -122,13 +125,28 @@ class _Log:
         if path is not None:
             self._file = open_step_log(path, CSV_COLUMNS, start)
             self._csv = csv.writer(self._file, lineterminator="\n")
-        self._bar = tqdm(total=total, initial=start, unit="step", desc="fine-tuning", dynamic_ncols=True,
-                         disable=None if progress else True)
+        self._bar = tqdm(
+            total=total,
+            initial=start,
+            unit="step",
+            desc="fine-tuning",
+            dynamic_ncols=True,
+            disable=None if progress else True,
+        )
 
     def record(self, info: FinetuneStep, lr: float) -> None:
         if self._csv is not None:
-            self._csv.writerow([info.step, f"{info.loss:.6g}", f"{info.diffusion_loss:.6g}",
-                                f"{info.prior_loss:.6g}", f"{info.grad_norm:.6g}", f"{lr:g}", f"{info.elapsed_s:.3f}"])
+            self._csv.writerow(
+                [
+                    info.step,
+                    f"{info.loss:.6g}",
+                    f"{info.diffusion_loss:.6g}",
+                    f"{info.prior_loss:.6g}",
+                    f"{info.grad_norm:.6g}",
+                    f"{lr:g}",
+                    f"{info.elapsed_s:.3f}",
+                ]
+            )
             self._file.flush()
         self._bar.set_postfix({"loss": f"{info.diffusion_loss:.4f}"}, refresh=False)
         self._bar.update(1)
@@ -144,8 +162,13 @@ def _lora_config(cfg: FinetuneConfig) -> Any:
         from peft import LoraConfig
     except ImportError:
         raise InputError(PEFT_MISSING) from None
-    return LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha or cfg.lora_rank, lora_dropout=0.0,
-                      target_modules=list(LORA_TARGETS), init_lora_weights=True)
+    return LoraConfig(
+        r=cfg.lora_rank,
+        lora_alpha=cfg.lora_alpha or cfg.lora_rank,
+        lora_dropout=0.0,
+        target_modules=list(LORA_TARGETS),
+        init_lora_weights=True,
+    )
 
 
 class FinetuneTrainer:
@@ -202,8 +225,9 @@ class FinetuneTrainer:
         self.resolution = self.model.training_resolution(cfg.resolution)
         saved = self._checked_checkpoint() if resume else None
 
-        self.images = noting_warnings(self.warnings, load_reference_images, images_dir, self.resolution,
-                                      self.image_paths)
+        self.images = noting_warnings(
+            self.warnings, load_reference_images, images_dir, self.resolution, self.image_paths
+        )
         began = time.perf_counter()
         pixels = self.images.with_flips() if cfg.flip else self.images.pixels
         self.latent_mean, self.latent_std = self.model.encode_latents(pixels)
@@ -245,19 +269,27 @@ class FinetuneTrainer:
         if resume and (ckpt is None or not ckpt.is_file()):
             raise InputError(f"--resume: no checkpoint at {ckpt}; run without --resume to start a new run")
         if not resume and ckpt is not None and ckpt.exists() and not overwrite:
-            raise InputError(f"{ckpt}: a checkpoint of an earlier run exists; pass --resume to continue it, or "
-                             "--force to start over")
+            raise InputError(
+                f"{ckpt}: a checkpoint of an earlier run exists; pass --resume to continue it, or --force to start over"
+            )
 
     def _resume_settings(self) -> dict[str, Any]:
         settings = self.config.values(METHOD)
-        settings.update(resolution=self.resolution, template=self.template,
-                        precision=precision_name(self.compute_dtype))
+        settings.update(
+            resolution=self.resolution, template=self.template, precision=precision_name(self.compute_dtype)
+        )
         return settings
 
     def _checked_checkpoint(self) -> FinetuneCheckpoint:
         saved = FinetuneCheckpoint.load(self.checkpoint_path)
-        saved.check_resumes(self.checkpoint_path, self._resume_settings(), image_ids(self.image_paths),
-                            self.distribution_sha256, self.model.fingerprint.sha256, self.config.steps)
+        saved.check_resumes(
+            self.checkpoint_path,
+            self._resume_settings(),
+            image_ids(self.image_paths),
+            self.distribution_sha256,
+            self.model.fingerprint.sha256,
+            self.config.steps,
+        )
         return saved
 
     def _restore(self, saved: FinetuneCheckpoint) -> None:
@@ -275,8 +307,15 @@ class FinetuneTrainer:
 
     def _prepare_prior(self, folder: Path) -> None:
         cfg, model = self.config, self.model
-        key = class_image_key(cfg.class_prompt, model.fingerprint.sha256, unet_hash(model.pipe.unet), self.resolution,
-                              cfg.class_steps, cfg.class_guidance, cfg.seed)
+        key = class_image_key(
+            cfg.class_prompt,
+            model.fingerprint.sha256,
+            unet_hash(model.pipe.unet),
+            self.resolution,
+            cfg.class_steps,
+            cfg.class_guidance,
+            cfg.seed,
+        )
         began = time.perf_counter()
         paths, made = class_images(model.pipe, folder, cfg.class_images, key)
         self.class_dir, self.class_images_made = folder, made
@@ -332,13 +371,16 @@ class FinetuneTrainer:
         owner = {name: c for c, comp in enumerate(self.dist.components) for name in comp.images}
         unknown = [p.name for p in self.image_paths if p.name not in owner]
         if unknown:
-            raise InputError(f"{', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}: in none of the "
-                             f"{self.dist.num_components} components of {self.dist.path} (a mixture conditions each "
-                             "image on the component that explains it): fine-tune on the images it was trained on")
+            raise InputError(
+                f"{', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}: in none of the "
+                f"{self.dist.num_components} components of {self.dist.path} (a mixture conditions each "
+                "image on the component that explains it): fine-tune on the images it was trained on"
+            )
         return torch.tensor([owner[p.name] for p in self.image_paths], dtype=torch.long)
 
-    def _noised(self, mean: torch.Tensor, std: torch.Tensor, eps: torch.Tensor, noise: torch.Tensor,
-                timesteps: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _noised(
+        self, mean: torch.Tensor, std: torch.Tensor, eps: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         model, dev = self.model, self.model.device
         latents = model.scaled_latents(mean, std, eps.to(dev))
         noise, timesteps = noise.to(dev), timesteps.to(dev)
@@ -349,15 +391,21 @@ class FinetuneTrainer:
         cfg, model, dev = self.config, self.model, self.model.device
         b, s = cfg.batch_size, cfg.samples
         index = draws["index"].to(dev)
-        noisy, target = self._noised(self.latent_mean[index], self.latent_std[index], draws["latent_eps"],
-                                     draws["noise"], draws["timesteps"])
+        noisy, target = self._noised(
+            self.latent_mean[index], self.latent_std[index], draws["latent_eps"], draws["noise"], draws["timesteps"]
+        )
         cond = self.conditioning(draws).reshape(b * s, *self.gaussian.shape[1:])
         model_in = noisy.unsqueeze(1).expand(b, s, *noisy.shape[1:]).reshape(b * s, *noisy.shape[1:])
         timesteps = draws["timesteps"].to(dev).repeat_interleave(s)
         if cfg.prior_preservation:  # the class images join the same UNet batch
             ci = draws["class_index"].to(dev)
-            c_noisy, c_target = self._noised(self.class_mean[ci], self.class_std[ci], draws["class_eps"],
-                                             draws["class_noise"], draws["class_timesteps"])
+            c_noisy, c_target = self._noised(
+                self.class_mean[ci],
+                self.class_std[ci],
+                draws["class_eps"],
+                draws["class_noise"],
+                draws["class_timesteps"],
+            )
             model_in = torch.cat([model_in, c_noisy])
             timesteps = torch.cat([timesteps, draws["class_timesteps"].to(dev)])
             cond = torch.cat([cond, self.class_embed.expand(b, -1, -1)])
@@ -365,7 +413,7 @@ class FinetuneTrainer:
             pred = model.pipe.unet(model_in, timesteps, encoder_hidden_states=cond).sample.float()
         inst = pred[: b * s].reshape(b, s, *pred.shape[1:])
         diffusion = F.mse_loss(inst, target.float().unsqueeze(1).expand_as(inst))
-        prior = F.mse_loss(pred[b * s:], c_target.float()) if cfg.prior_preservation else torch.zeros((), device=dev)
+        prior = F.mse_loss(pred[b * s :], c_target.float()) if cfg.prior_preservation else torch.zeros((), device=dev)
         loss = diffusion + cfg.prior_weight * prior
         (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
         return loss.detach(), diffusion.detach(), prior.detach()
@@ -379,8 +427,9 @@ class FinetuneTrainer:
         if cfg.max_grad_norm > 0:
             norm = torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
         else:
-            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params
-                                                         if p.grad is not None]))
+            norm = torch.linalg.vector_norm(
+                torch.stack([torch.linalg.vector_norm(p.grad) for p in params if p.grad is not None])
+            )
         loss_v, diff_v, prior_v, norm_v = torch.stack([loss, diffusion, prior, norm.to(loss)]).tolist()
         if not math.isfinite(loss_v) or (self.scaler is None and not math.isfinite(norm_v)):
             self._diverged(loss_v if not math.isfinite(loss_v) else norm_v)
@@ -395,10 +444,14 @@ class FinetuneTrainer:
         return FinetuneStep(self.steps_done, cfg.steps, loss_v, diff_v, prior_v, norm_v, 0.0)
 
     def _diverged(self, value: float) -> None:
-        kept = (f"the last good checkpoint (step {self.checkpoint_step}) is kept at {self.checkpoint_path}"
-                if self.checkpoint_step and self.checkpoint_path is not None else "no checkpoint had been written yet")
-        raise TrainingDiverged(f"the loss became {value} at step {self.steps_done + 1}; fine-tuning stopped and "
-                               f"{kept}. Try a lower --lr")
+        kept = (
+            f"the last good checkpoint (step {self.checkpoint_step}) is kept at {self.checkpoint_path}"
+            if self.checkpoint_step and self.checkpoint_path is not None
+            else "no checkpoint had been written yet"
+        )
+        raise TrainingDiverged(
+            f"the loss became {value} at step {self.steps_done + 1}; fine-tuning stopped and {kept}. Try a lower --lr"
+        )
 
     # ---- the loop
 
@@ -406,10 +459,19 @@ class FinetuneTrainer:
         """Train to ``config.steps`` (or stop after ``max_steps_this_run`` steps, with a checkpoint), then
         write the pipeline folder. Raises ``TrainingInterrupted`` on Ctrl-C/SIGTERM (after checkpointing)."""
         cfg, start = self.config, self.steps_done
-        result = FinetuneResult(out=None, checkpoint=None, log_csv=self.log_csv, step=start, total_steps=cfg.steps,
-                                finished=False, image_count=len(self.images), resumed_from=start,
-                                class_images_made=self.class_images_made, class_image_s=self.class_image_s,
-                                warnings=list(self.warnings))
+        result = FinetuneResult(
+            out=None,
+            checkpoint=None,
+            log_csv=self.log_csv,
+            step=start,
+            total_steps=cfg.steps,
+            finished=False,
+            image_count=len(self.images),
+            resumed_from=start,
+            class_images_made=self.class_images_made,
+            class_image_s=self.class_image_s,
+            warnings=list(self.warnings),
+        )
         stop = StopRequest(self._stopping)
         unet = self.model.pipe.unet
         began = time.perf_counter()
@@ -443,8 +505,15 @@ class FinetuneTrainer:
                 info = self.update()
                 consistent = True
                 self.elapsed_s = elapsed0 + time.perf_counter() - began
-                info = FinetuneStep(info.step, info.total_steps, info.loss, info.diffusion_loss, info.prior_loss,
-                                    info.grad_norm, self.elapsed_s)
+                info = FinetuneStep(
+                    info.step,
+                    info.total_steps,
+                    info.loss,
+                    info.diffusion_loss,
+                    info.prior_loss,
+                    info.grad_norm,
+                    self.elapsed_s,
+                )
                 result.step = info.step
                 result.diffusion_losses.append(info.diffusion_loss)
                 result.prior_losses.append(info.prior_loss)
@@ -452,8 +521,9 @@ class FinetuneTrainer:
                 if cfg.checkpoint_every and info.step % cfg.checkpoint_every == 0 and info.step < cfg.steps:
                     self._save_checkpoint()
                 if cfg.snapshot_every and info.step % cfg.snapshot_every == 0 and info.step < cfg.steps:
-                    result.snapshots.append(self._write_folder(self.out.with_name(f"{self.out.name}.step-{info.step:06d}"),
-                                                               overwrite=True))
+                    result.snapshots.append(
+                        self._write_folder(self.out.with_name(f"{self.out.name}.step-{info.step:06d}"), overwrite=True)
+                    )
                 if self.callback is not None:
                     self.callback(info)
                 if stop.requested:
@@ -477,10 +547,15 @@ class FinetuneTrainer:
         FinetuneCheckpoint(
             step=self.steps_done,
             weights={k: p.detach().to("cpu", torch.float32).clone() for k, p in self.trained.items()},
-            optimizer=self.optimizer.state_dict(), generator=self.generator.get_state(), queue=self.queue.clone(),
-            settings=self._resume_settings(), images=image_ids(self.image_paths),
-            distribution_sha256=self.distribution_sha256, fingerprint_sha256=self.model.fingerprint.sha256,
-            elapsed_s=self.elapsed_s, last_loss=self.last_loss,
+            optimizer=self.optimizer.state_dict(),
+            generator=self.generator.get_state(),
+            queue=self.queue.clone(),
+            settings=self._resume_settings(),
+            images=image_ids(self.image_paths),
+            distribution_sha256=self.distribution_sha256,
+            fingerprint_sha256=self.model.fingerprint.sha256,
+            elapsed_s=self.elapsed_s,
+            last_loss=self.last_loss,
         ).save(path)
         self.checkpoint_step = self.steps_done
         return path
@@ -493,19 +568,36 @@ class FinetuneTrainer:
         settings = {k: v for k, v in cfg.to_dict().items() if k not in cfg.values(OUTPUT)}
         settings.update(resolution=self.resolution, template=self.template)
         return {
-            "format": "dreamdist.finetune", "format_version": 1, "dreamdist": __version__,
-            "base_model": self.model_name, "distribution": str(self.distribution_path),
-            "distribution_sha256": self.distribution_sha256, "text_encoder_sha256": self.model.fingerprint.sha256,
-            "references": str(self.images_dir), "images": [p.name for p in self.image_paths],
-            "settings": settings, "steps_done": self.steps_done, "seconds": round(self.elapsed_s, 1),
-            "final_loss": self.last_loss, "precision": precision_name(self.compute_dtype),
-            "device": self.model.device.type, "optimizer": "AdamW", "lr_schedule": "constant",
+            "format": "dreamdist.finetune",
+            "format_version": 1,
+            "dreamdist": __version__,
+            "base_model": self.model_name,
+            "distribution": str(self.distribution_path),
+            "distribution_sha256": self.distribution_sha256,
+            "text_encoder_sha256": self.model.fingerprint.sha256,
+            "references": str(self.images_dir),
+            "images": [p.name for p in self.image_paths],
+            "settings": settings,
+            "steps_done": self.steps_done,
+            "seconds": round(self.elapsed_s, 1),
+            "final_loss": self.last_loss,
+            "precision": precision_name(self.compute_dtype),
+            "device": self.model.device.type,
+            "optimizer": "AdamW",
+            "lr_schedule": "constant",
             "class_images": str(self.class_dir) if cfg.prior_preservation else None,
         }
 
     def _write_folder(self, out: Path, overwrite: bool) -> Path:
-        return write_pipeline_folder(out, self.model_name, self.model.pipe.unet, self.info(),
-                                     lora_config=self.lora_config, pipe=self.model.pipe, overwrite=overwrite)
+        return write_pipeline_folder(
+            out,
+            self.model_name,
+            self.model.pipe.unet,
+            self.info(),
+            lora_config=self.lora_config,
+            pipe=self.model.pipe,
+            overwrite=overwrite,
+        )
 
 
 def finetune(

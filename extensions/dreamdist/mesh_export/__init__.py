@@ -25,6 +25,19 @@ from dreamdist.mesh_export.export import ExportReport, LodReport, export_mesh, f
 from dreamdist.mesh_export.geometry import decimate, seam_aware_normals
 from dreamdist.mesh_export.glb import linear_to_srgb, read_glb_json, srgb_to_linear
 
-__all__ = ["export_mesh", "ExportReport", "LodReport", "axis_transform", "decimate", "find_threestudio_export",
-           "lod_paths", "linear_to_srgb", "parse_axis", "read_glb_json", "seam_aware_normals", "srgb_to_linear",
-           "THREESTUDIO_UP", "THREESTUDIO_FRONT"]
+__all__ = [
+    "export_mesh",
+    "ExportReport",
+    "LodReport",
+    "axis_transform",
+    "decimate",
+    "find_threestudio_export",
+    "lod_paths",
+    "linear_to_srgb",
+    "parse_axis",
+    "read_glb_json",
+    "seam_aware_normals",
+    "srgb_to_linear",
+    "THREESTUDIO_UP",
+    "THREESTUDIO_FRONT",
+]

@@ -75,9 +75,17 @@ def lod_paths(glb_path: str | Path, lods: int) -> list[Path]:
     return [glb_path] + [glb_path.with_name(f"{glb_path.stem}_LOD{i}{glb_path.suffix}") for i in range(1, lods)]
 
 
-def export_mesh(obj_path: str | Path, glb_path: str | Path, up: str = THREESTUDIO_UP, height: float | None = None,
-                origin: str = "bottom-center", max_faces: int | None = None, lods: int = 1, force: bool = False,
-                front: str | None = None) -> ExportReport:
+def export_mesh(
+    obj_path: str | Path,
+    glb_path: str | Path,
+    up: str = THREESTUDIO_UP,
+    height: float | None = None,
+    origin: str = "bottom-center",
+    max_faces: int | None = None,
+    lods: int = 1,
+    force: bool = False,
+    front: str | None = None,
+) -> ExportReport:
     """Convert a threestudio OBJ export to a GLB (+Y up, metres, origin at the bottom centre).
 
     up: the source's up axis (threestudio: +Z). front: the source's front axis, turned to glTF's +Z
@@ -127,12 +135,11 @@ def export_mesh(obj_path: str | Path, glb_path: str | Path, up: str = THREESTUDI
         vertices, faces, rgb = weld(vertices, faces, rgb)
 
     budget0 = min(len(faces), max_faces) if max_faces else len(faces)
-    extras = {"source": obj_path.name, "up": up, "front": front, "scale": scale, "origin": origin,
-              "units": "metres"}
+    extras = {"source": obj_path.name, "up": up, "front": front, "scale": scale, "origin": origin, "units": "metres"}
     written: list[LodReport] = []
     first_mesh = None
     for i, target in enumerate(targets):
-        budget = max(MIN_FACES, budget0 // (2 ** i))
+        budget = max(MIN_FACES, budget0 // (2**i))
         v, f, interp = decimate(vertices, faces, budget)
         mesh, v_rgb = build_mesh(v, f, interp, faces, uv, rgb, colour.image)
         name = target.stem
@@ -144,9 +151,18 @@ def export_mesh(obj_path: str | Path, glb_path: str | Path, up: str = THREESTUDI
             first_mesh = (v, f)
     v0, f0 = first_mesh
     return ExportReport(
-        source=str(obj_path), path=str(glb_path), vertices=len(v0), faces=len(f0), source_faces=len(faces),
-        bounds_min=[float(x) for x in v0.min(0)], bounds_max=[float(x) for x in v0.max(0)], scale=float(scale),
-        watertight=is_watertight(v0, f0), texture=colour.desc, lods=written, warnings=colour.warnings,
+        source=str(obj_path),
+        path=str(glb_path),
+        vertices=len(v0),
+        faces=len(f0),
+        source_faces=len(faces),
+        bounds_min=[float(x) for x in v0.min(0)],
+        bounds_max=[float(x) for x in v0.max(0)],
+        scale=float(scale),
+        watertight=is_watertight(v0, f0),
+        texture=colour.desc,
+        lods=written,
+        warnings=colour.warnings,
     )
 
 

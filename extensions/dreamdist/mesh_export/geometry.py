@@ -67,10 +67,11 @@ def decimate(vertices: np.ndarray, faces: np.ndarray, max_faces: int) -> tuple[n
         return vertices, faces, None
     # First keep borders (UV seams) fixed so the two sides of a seam cannot drift apart and open a
     # crack; meshes with many UV charts may need seam vertices collapsed to reach the budget.
-    attempts = [(True, max_faces)] + [(False, max(MIN_FACES, int(max_faces * 0.9 ** k))) for k in range(6)]
+    attempts = [(True, max_faces)] + [(False, max(MIN_FACES, int(max_faces * 0.9**k))) for k in range(6)]
     for preserve_border, target in attempts:
-        _, _, collapses = fast_simplification.simplify(vertices, faces, target_count=target,
-                                                       return_collapses=True, preserve_border=preserve_border)
+        _, _, collapses = fast_simplification.simplify(
+            vertices, faces, target_count=target, return_collapses=True, preserve_border=preserve_border
+        )
         new_v, new_f, mapping = fast_simplification.replay_simplification(vertices, faces, collapses)
         new_f = np.asarray(new_f, dtype=np.int64).reshape(-1, 3)
         if 0 < len(new_f) <= max_faces:

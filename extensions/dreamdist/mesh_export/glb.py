@@ -30,8 +30,13 @@ def _pbr_material(image):
     from trimesh.visual.material import PBRMaterial
 
     # threestudio's albedo is diffuse-only: non-metallic, fully rough
-    return PBRMaterial(name="material", baseColorTexture=image, baseColorFactor=[255, 255, 255, 255],
-                       metallicFactor=0.0, roughnessFactor=1.0)
+    return PBRMaterial(
+        name="material",
+        baseColorTexture=image,
+        baseColorFactor=[255, 255, 255, 255],
+        metallicFactor=0.0,
+        roughnessFactor=1.0,
+    )
 
 
 def build_mesh(vertices, faces, interp, src_faces, uv, rgb, image):
@@ -76,8 +81,14 @@ def glb_bytes(mesh, name: str, colour: Colour, rgb: np.ndarray | None, extras: d
         data = np.concatenate([linear, np.full((len(linear), 1), 65535.0)], axis=1).astype("<u2")
         key = "dreamdist:COLOR_0"
         buffer_items[key] = _pad4(data.tobytes())
-        accessor = {"bufferView": list(buffer_items.keys()).index(key), "byteOffset": 0, "componentType": 5123,
-                    "normalized": True, "count": len(data), "type": "VEC4"}
+        accessor = {
+            "bufferView": list(buffer_items.keys()).index(key),
+            "byteOffset": 0,
+            "componentType": 5123,
+            "normalized": True,
+            "count": len(data),
+            "type": "VEC4",
+        }
         accessors = tree["accessors"]
         if isinstance(accessors, dict):
             accessors[key] = accessor
@@ -99,8 +110,16 @@ def glb_bytes(mesh, name: str, colour: Colour, rgb: np.ndarray | None, extras: d
         for m in tree.get("meshes", []):
             for prim in m.get("primitives", []):
                 if "material" not in prim:
-                    materials.append({"name": "plain", "pbrMetallicRoughness": {
-                        "baseColorFactor": factor, "metallicFactor": 0.0, "roughnessFactor": 1.0}})
+                    materials.append(
+                        {
+                            "name": "plain",
+                            "pbrMetallicRoughness": {
+                                "baseColorFactor": factor,
+                                "metallicFactor": 0.0,
+                                "roughnessFactor": 1.0,
+                            },
+                        }
+                    )
                     prim["material"] = len(materials) - 1
         if not materials:
             tree.pop("materials")
@@ -113,8 +132,7 @@ def glb_bytes(mesh, name: str, colour: Colour, rgb: np.ndarray | None, extras: d
                 if "indices" in prim:
                     views[accessors[prim["indices"]]["bufferView"]]["target"] = 34963  # ELEMENT_ARRAY_BUFFER
 
-    return export_glb(scene, include_normals=True, buffer_postprocessor=add_buffers,
-                      tree_postprocessor=finish_tree)
+    return export_glb(scene, include_normals=True, buffer_postprocessor=add_buffers, tree_postprocessor=finish_tree)
 
 
 def read_glb_json(path: str | Path) -> dict:
@@ -122,4 +140,4 @@ def read_glb_json(path: str | Path) -> dict:
 
     data = Path(path).read_bytes()
     length, _ = struct.unpack_from("<II", data, 12)
-    return json.loads(data[20:20 + length])
+    return json.loads(data[20 : 20 + length])

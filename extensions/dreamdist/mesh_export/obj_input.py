@@ -32,16 +32,20 @@ def read_mtl(obj_path: Path) -> Mtl:
     for name in mtl_names:
         mtl = obj_path.parent / name
         if not mtl.is_file():
-            raise InputError(f"{obj_path}: its material file {name!r} is missing (expected {mtl}); "
-                             "copy the whole it*-export folder (model.obj, model.mtl, texture_kd.*)")
+            raise InputError(
+                f"{obj_path}: its material file {name!r} is missing (expected {mtl}); "
+                "copy the whole it*-export folder (model.obj, model.mtl, texture_kd.*)"
+            )
         for line in mtl.read_text(encoding="utf-8", errors="replace").splitlines():
             m = re.match(r"\s*map_Kd\s+(?:-\S+\s+\S+\s+)*(.+)$", line)
             if m:
                 tex = mtl.parent / m.group(1).strip()
                 if not tex.is_file():
-                    raise InputError(f"{mtl}: texture {m.group(1).strip()!r} is missing (expected {tex}); "
-                                     "copy it next to the OBJ, or export with vertex colours "
-                                     "(system.exporter.fmt=obj)")
+                    raise InputError(
+                        f"{mtl}: texture {m.group(1).strip()!r} is missing (expected {tex}); "
+                        "copy it next to the OBJ, or export with vertex colours "
+                        "(system.exporter.fmt=obj)"
+                    )
                 found.texture = found.texture or tex
             m = re.match(r"\s*Kd\s+(\S+)\s+(\S+)\s+(\S+)", line)
             if m and found.kd is None:
@@ -79,8 +83,10 @@ def load_obj(obj_path: Path):
     except Exception as exc:  # noqa: BLE001 - any parser failure is a bad input file
         raise InputError(f"{obj_path}: could not read the mesh ({type(exc).__name__}: {exc})") from exc
     if not isinstance(mesh, trimesh.Trimesh) or len(mesh.faces) == 0 or len(mesh.vertices) == 0:
-        raise InputError(f"{obj_path}: the mesh is empty (no faces); threestudio found no surface - check "
-                         "the training run, or lower system.geometry.isosurface_threshold before exporting")
+        raise InputError(
+            f"{obj_path}: the mesh is empty (no faces); threestudio found no surface - check "
+            "the training run, or lower system.geometry.isosurface_threshold before exporting"
+        )
     mesh.remove_unreferenced_vertices()
     return mesh, mtl
 
@@ -108,10 +114,14 @@ def choose_colour(obj_path: Path, base, mtl: Mtl) -> Colour:
     colour = Colour()
     if mtl.texture is not None and not has_uv:
         if vertex is None:
-            raise InputError(f"{obj_path}: its material's texture {mtl.texture.name!r} cannot be mapped: the OBJ "
-                             "has no UVs (vt lines); re-export with system.exporter.save_uv=true")
-        colour.warnings.append(f"texture {mtl.texture.name} not used: {obj_path.name} has no UVs (vt lines); "
-                               "the GLB uses its vertex colours")
+            raise InputError(
+                f"{obj_path}: its material's texture {mtl.texture.name!r} cannot be mapped: the OBJ "
+                "has no UVs (vt lines); re-export with system.exporter.save_uv=true"
+            )
+        colour.warnings.append(
+            f"texture {mtl.texture.name} not used: {obj_path.name} has no UVs (vt lines); "
+            "the GLB uses its vertex colours"
+        )
     elif mtl.texture is not None:
         material = getattr(base.visual, "material", None)
         image = getattr(material, "image", None) or getattr(material, "baseColorTexture", None)
@@ -122,8 +132,10 @@ def choose_colour(obj_path: Path, base, mtl: Mtl) -> Colour:
                 image = Image.open(mtl.texture)
                 image.load()
             except Exception as exc:  # noqa: BLE001 - any decoder failure is a bad input file
-                raise InputError(f"{mtl.texture}: could not be read as an image ({type(exc).__name__}); "
-                                 "export the texture as jpg or png (system.exporter.texture_format)") from exc
+                raise InputError(
+                    f"{mtl.texture}: could not be read as an image ({type(exc).__name__}); "
+                    "export the texture as jpg or png (system.exporter.texture_format)"
+                ) from exc
         fmt = (image.format or "").upper()
         colour.image = image
         colour.texture_mime = {"JPEG": "image/jpeg", "PNG": "image/png"}.get(fmt)
@@ -132,8 +144,9 @@ def choose_colour(obj_path: Path, base, mtl: Mtl) -> Colour:
         colour.desc = f"{image.size[0]}x{image.size[1]} {fmt.lower() or 'image'} ({mtl.texture.name}), embedded"
         if vertex is not None:
             colour.desc += "; the OBJ's vertex colours are not used"
-            colour.warnings.append(f"{obj_path.name} has both a texture ({mtl.texture.name}) and vertex colours; "
-                                   "the GLB uses the texture")
+            colour.warnings.append(
+                f"{obj_path.name} has both a texture ({mtl.texture.name}) and vertex colours; the GLB uses the texture"
+            )
         return colour
     if vertex is not None:
         colour.vertex = vertex

@@ -62,7 +62,11 @@ class _Run:
 
     @classmethod
     def prepare(
-        cls, paths: Sequence[PathLike], out: PathLike | None, default_name: str, settings: SampleSettings,
+        cls,
+        paths: Sequence[PathLike],
+        out: PathLike | None,
+        default_name: str,
+        settings: SampleSettings,
         sampler: Sampler | None,
     ) -> _Run:
         files = [load_distribution(p) for p in paths]  # unknown/corrupt file: one clear line
@@ -141,10 +145,26 @@ def regenerate_command(params: Mapping[str, Any]) -> str:
     if params["template"] is not None:  # None: each file in its own training template, the default
         argv += ["--template", params["template"]]
     argv += [
-        "--gamma", repr(float(params["gamma"])), "--seed", str(params["seed"]),
-        "--n", "1", "--batch-size", str(params["batch_size"]), "--steps", str(params["steps"]),
-        "--guidance-scale", repr(float(params["guidance_scale"])), "--model", params["model"],
-        "--height", str(params["height"]), "--width", str(params["width"]), "--precision", params["precision"],
+        "--gamma",
+        repr(float(params["gamma"])),
+        "--seed",
+        str(params["seed"]),
+        "--n",
+        "1",
+        "--batch-size",
+        str(params["batch_size"]),
+        "--steps",
+        str(params["steps"]),
+        "--guidance-scale",
+        repr(float(params["guidance_scale"])),
+        "--model",
+        params["model"],
+        "--height",
+        str(params["height"]),
+        "--width",
+        str(params["width"]),
+        "--precision",
+        params["precision"],
     ]
     if params.get("negative"):
         argv += ["--negative", params["negative"]]
@@ -214,8 +234,9 @@ def _contact_sheet(gaussian: GaussianMixture, settings: SampleSettings) -> tuple
     seeds, gamma = settings.seeds, settings.gammas[0]
     cols = math.ceil(math.sqrt(len(seeds)))
     shots = [
-        Shot(gaussian, s, gamma, f"seed{s:06d}.png", k // cols, k % cols, f"seed {s}",
-             shot_params(gaussian, s, index=i))
+        Shot(
+            gaussian, s, gamma, f"seed{s:06d}.png", k // cols, k % cols, f"seed {s}", shot_params(gaussian, s, index=i)
+        )
         for k, (i, s) in enumerate(zip(settings.image_indices, seeds))
     ]
     return shots, GridSpec(math.ceil(len(seeds) / cols), cols)
@@ -269,15 +290,29 @@ def mix_row(
     for r, (i, s) in enumerate(zip(settings.image_indices, settings.seeds)):
         for c, (t, g) in enumerate(zip(ts, columns)):
             shots.append(
-                Shot(g, s, gamma, f"mix{c:02d}-seed{s:06d}.png", r, c,
-                     params=shot_params(g, s, index=i, weights=[1.0 - t, t], column=c))
+                Shot(
+                    g,
+                    s,
+                    gamma,
+                    f"mix{c:02d}-seed{s:06d}.png",
+                    r,
+                    c,
+                    params=shot_params(g, s, index=i, weights=[1.0 - t, t], column=c),
+                )
             )
     seeds = settings.seeds
-    grid = GridSpec(len(seeds), len(ts), [f"seed {s}" for s in seeds], [f"{1 - t:.2f} / {t:.2f}" for t in ts],
-                    title=f"{name_a}  ->  {name_b}")
+    grid = GridSpec(
+        len(seeds),
+        len(ts),
+        [f"seed {s}" for s in seeds],
+        [f"{1 - t:.2f} / {t:.2f}" for t in ts],
+        title=f"{name_a}  ->  {name_b}",
+    )
     params = {
         **run.params(None, "mix"),  # each column has its own weights, in its image parameters
-        "base_seed": settings.seed, "gammas": [gamma], "steps_between": steps_between,
+        "base_seed": settings.seed,
+        "gammas": [gamma],
+        "steps_between": steps_between,
         "column_weights": [[1 - t, t] for t in ts],
     }
     return run.write(shots, params, grid, fit_s)

@@ -183,8 +183,7 @@ class Sampler:
         """Bind distribution files to this pipeline's text encoder (refusing another encoder's files);
         ``std_scale`` scales each file's sigma before the mix (one value, or one per file)."""
         loaded = [f if isinstance(f, DistributionFile) else load_distribution(f) for f in files]
-        return PromptDistribution(loaded, self.encoder, weights, mix_rule, encoder_name=self.model,
-                                  std_scale=std_scale)
+        return PromptDistribution(loaded, self.encoder, weights, mix_rule, encoder_name=self.model, std_scale=std_scale)
 
     def negative_embeds(self, text: str = "") -> torch.Tensor:
         """(1, L, d) features of the negative prompt, encoded once per text."""

@@ -147,9 +147,7 @@ class RunFolder:
         self._pool = ThreadPoolExecutor(max_workers=self.workers)
         return self
 
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         assert self._staging is not None and self._pool is not None
         self._pool.shutdown(wait=True)  # no save may still be writing into the folder we remove
         if kind is not None:
@@ -184,8 +182,12 @@ class RunFolder:
             captions[shot.row][shot.col] = shot.caption
         cells = [[thumbs.get((r, c)) for c in range(g.cols)] for r in range(g.rows)]
         sheet = labelled_grid(
-            cells, g.row_labels, g.col_labels,
-            captions if any(any(row) for row in captions) else None, g.title, tile=max(self.tile_wh),
+            cells,
+            g.row_labels,
+            g.col_labels,
+            captions if any(any(row) for row in captions) else None,
+            g.title,
+            tile=max(self.tile_wh),
         )
         sheet.save(self.path / GRID_NAME, format="PNG")
 

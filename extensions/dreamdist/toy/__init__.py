@@ -15,6 +15,14 @@ def toy_model_path() -> Path:
 
 
 __all__ = [
-    "BACKGROUNDS", "COLOURS", "SHAPES", "ToyLabel", "ToySpec", "caption_for", "classify", "draw",
-    "make_dataset", "toy_model_path",
+    "BACKGROUNDS",
+    "COLOURS",
+    "SHAPES",
+    "ToyLabel",
+    "ToySpec",
+    "caption_for",
+    "classify",
+    "draw",
+    "make_dataset",
+    "toy_model_path",
 ]

@@ -31,8 +31,10 @@ CHECKPOINT_VERSION = 2
 # resumes bit-identically when given them. Its "squared" orthogonality loss was half the authors'
 # value (pairs i < j only), which no setting reproduces now: such a checkpoint is refused.
 LEGACY_SETTINGS = {1: {"snr_gamma": 0.0, "snr_kind": "min-snr", "crop": "center"}}
-LEGACY_HINT = {1: "a checkpoint of an older dreamdist, from before Min-SNR weighting and random crops: resume it "
-                  "with --snr-gamma 0 --crop center (--flip if it flipped: it did by default)"}
+LEGACY_HINT = {
+    1: "a checkpoint of an older dreamdist, from before Min-SNR weighting and random crops: resume it "
+    "with --snr-gamma 0 --crop center (--flip if it flipped: it did by default)"
+}
 
 
 def resume_settings(config: TrainConfig, resolution: int, template: Template, dtype: torch.dtype) -> dict[str, Any]:
@@ -122,35 +124,54 @@ class Checkpoint:
             fp = json.loads(state["fingerprint"])
             settings = {**LEGACY_SETTINGS.get(version, {}), **json.loads(state["settings"])}
             if version == 1 and settings.get("ortho_kind") == "squared":
-                raise InputError(f"{path}: this checkpoint's 'squared' orthogonality loss was half the authors' "
-                                 "value, which no setting reproduces now; run with --force to start over")
+                raise InputError(
+                    f"{path}: this checkpoint's 'squared' orthogonality loss was half the authors' "
+                    "value, which no setting reproduces now; run with --force to start over"
+                )
             return cls(
-                step=int(state["step"]), ctx=state["ctx"], optimizer=state["optimizer"],
-                scaler=state.get("scaler") or {}, generator=state["generator"], queue=state["queue"].clone(),
-                settings=settings, images=json.loads(state["images"]), version=version,
+                step=int(state["step"]),
+                ctx=state["ctx"],
+                optimizer=state["optimizer"],
+                scaler=state.get("scaler") or {},
+                generator=state["generator"],
+                queue=state["queue"].clone(),
+                settings=settings,
+                images=json.loads(state["images"]),
+                version=version,
                 fingerprint=Fingerprint(fp["hidden_size"], fp["vocab_size"], fp["sha256"], state["fingerprint_probe"]),
-                elapsed_s=float(state["elapsed_s"]), last_loss=float(state.get("last_loss", math.nan)),
+                elapsed_s=float(state["elapsed_s"]),
+                last_loss=float(state.get("last_loss", math.nan)),
                 assignment=state.get("assignment"),
             )
         except (KeyError, TypeError, ValueError, AttributeError):
             raise damaged(path, "damaged training checkpoint") from None
 
-    def check_resumes(self, path: Path, settings: dict[str, Any], fingerprint: Fingerprint, model_name: str,
-                      steps: int) -> None:
+    def check_resumes(
+        self, path: Path, settings: dict[str, Any], fingerprint: Fingerprint, model_name: str, steps: int
+    ) -> None:
         """Refuse to resume with other settings, another text encoder, or fewer steps than done."""
-        differ = [f"{k}: checkpoint {self.settings.get(k)!r}, now {v!r}" for k, v in settings.items()
-                  if self.settings.get(k) != v]
+        differ = [
+            f"{k}: checkpoint {self.settings.get(k)!r}, now {v!r}"
+            for k, v in settings.items()
+            if self.settings.get(k) != v
+        ]
         if differ:
             hint = f" ({LEGACY_HINT[self.version]})" if self.version in LEGACY_HINT else ""
-            raise InputError(f"{path}: cannot resume with different settings ({'; '.join(differ)}){hint}; use the "
-                             "checkpoint's settings, or --force to start over")
+            raise InputError(
+                f"{path}: cannot resume with different settings ({'; '.join(differ)}){hint}; use the "
+                "checkpoint's settings, or --force to start over"
+            )
         if not self.fingerprint.matches(fingerprint):
-            raise InputError(f"{path}: the checkpoint was trained with another text encoder than {model_name!r}; "
-                             "resume with the same --model")
+            raise InputError(
+                f"{path}: the checkpoint was trained with another text encoder than {model_name!r}; "
+                "resume with the same --model"
+            )
         if self.step > steps:
             raise InputError(f"{path}: the checkpoint is at step {self.step}, past --steps {steps}")
 
     def check_images(self, path: Path, images: list[list[str]]) -> None:
         if self.images != images:
-            raise InputError(f"{path}: the reference images changed since the checkpoint was written; resume with "
-                             "the same images, or --force to start over")
+            raise InputError(
+                f"{path}: the reference images changed since the checkpoint was written; resume with "
+                "the same images, or --force to start over"
+            )

@@ -122,5 +122,6 @@ class Assignment:
         """What the distribution file records: each component's weight and the images (``names``, in
         the owners' order) it explains."""
         owners = self.owners.tolist()
-        return tuple(Component(w, tuple(n for n, a in zip(names, owners) if a == c))
-                     for c, w in enumerate(self.weights))
+        return tuple(
+            Component(w, tuple(n for n, a in zip(names, owners) if a == c)) for c, w in enumerate(self.weights)
+        )

@@ -87,56 +87,137 @@ class TrainConfig:
     train.py / train.sh's (batch size 4, AdamW with weight decay 1e-2, gradient clipping at norm 1,
     Min-SNR-gamma 5, random crops, no flips)."""
 
-    num_prompts: int = _setting(32, METHOD, "method", "K learnable prompts whose features define the Gaussian "
-                                "(paper: 32)", metavar="K")
-    num_tokens: int = _setting(8, METHOD, "method", "M learned token vectors per prompt (paper: 8; 4 in its "
-                               "quantitative study)", metavar="M")
-    samples: int = _setting(4, METHOD, "method", "S reparameterised prompt samples per image and step, averaged "
-                            "(paper: 4)", metavar="S")
-    ortho_weight: float = _setting(5e-3, METHOD, "method", "weight of the orthogonality loss between the K prompts "
-                                   "(paper: 5e-3; 0 = off)", metavar="LAMBDA")
-    ortho_kind: str = _setting("abs", METHOD, "method", "abs: |cos| summed over prompt pairs i < j / K(K-1) (paper "
-                               "eq. 5); authors-code: cos^2 summed over both triangles / K(K-1), as the authors' "
-                               "code (squared: the same)", choices=ORTHO_KINDS + tuple(ORTHO_ALIASES))
-    snr_gamma: float = _setting(5.0, METHOD, "method", "Min-SNR-gamma weighting of the diffusion loss (Hang et al. "
-                                "2023; the authors' train.py: 5; 0 = off)", metavar="GAMMA")
-    snr_kind: str = _setting("min-snr", METHOD, "method", "min-snr: min(SNR, gamma)/SNR for epsilon, /(SNR+1) for "
-                             "v-prediction models (Hang et al.); authors-code: /SNR for both, as the authors' "
-                             "train.py", choices=SNR_KINDS)
-    components: int = _setting(1, METHOD, "mixture", "C Gaussians, each its own K prompts, each trained on the "
-                               "reference images it explains best (for sets with several modes; beyond the paper, "
-                               "which is C = 1)", metavar="C")
-    assign_every: int = _setting(100, METHOD, "mixture", "with --components > 1: every N steps, move each image to "
-                                 "the component that denoises it best (EM on the training loss)", metavar="N")
+    num_prompts: int = _setting(
+        32, METHOD, "method", "K learnable prompts whose features define the Gaussian (paper: 32)", metavar="K"
+    )
+    num_tokens: int = _setting(
+        8, METHOD, "method", "M learned token vectors per prompt (paper: 8; 4 in its quantitative study)", metavar="M"
+    )
+    samples: int = _setting(
+        4, METHOD, "method", "S reparameterised prompt samples per image and step, averaged (paper: 4)", metavar="S"
+    )
+    ortho_weight: float = _setting(
+        5e-3,
+        METHOD,
+        "method",
+        "weight of the orthogonality loss between the K prompts (paper: 5e-3; 0 = off)",
+        metavar="LAMBDA",
+    )
+    ortho_kind: str = _setting(
+        "abs",
+        METHOD,
+        "method",
+        "abs: |cos| summed over prompt pairs i < j / K(K-1) (paper "
+        "eq. 5); authors-code: cos^2 summed over both triangles / K(K-1), as the authors' "
+        "code (squared: the same)",
+        choices=ORTHO_KINDS + tuple(ORTHO_ALIASES),
+    )
+    snr_gamma: float = _setting(
+        5.0,
+        METHOD,
+        "method",
+        "Min-SNR-gamma weighting of the diffusion loss (Hang et al. 2023; the authors' train.py: 5; 0 = off)",
+        metavar="GAMMA",
+    )
+    snr_kind: str = _setting(
+        "min-snr",
+        METHOD,
+        "method",
+        "min-snr: min(SNR, gamma)/SNR for epsilon, /(SNR+1) for "
+        "v-prediction models (Hang et al.); authors-code: /SNR for both, as the authors' "
+        "train.py",
+        choices=SNR_KINDS,
+    )
+    components: int = _setting(
+        1,
+        METHOD,
+        "mixture",
+        "C Gaussians, each its own K prompts, each trained on the "
+        "reference images it explains best (for sets with several modes; beyond the paper, "
+        "which is C = 1)",
+        metavar="C",
+    )
+    assign_every: int = _setting(
+        100,
+        METHOD,
+        "mixture",
+        "with --components > 1: every N steps, move each image to "
+        "the component that denoises it best (EM on the training loss)",
+        metavar="N",
+    )
     steps: int = _setting(1500, LENGTH, "method", "optimisation steps (paper: 1500)")
     lr: float = _setting(1e-3, METHOD, "method", "learning rate, constant (paper: 1e-3)")
-    batch_size: int = _setting(4, METHOD, "method", "images per step (reference script: 4); the UNet sees "
-                               "BATCH_SIZE x S per step")
+    batch_size: int = _setting(
+        4, METHOD, "method", "images per step (reference script: 4); the UNet sees BATCH_SIZE x S per step"
+    )
     weight_decay: float = _setting(1e-2, METHOD, "method", "AdamW weight decay (reference script: 1e-2)")
     max_grad_norm: float = _setting(1.0, METHOD, "method", "clip the gradient norm (reference script: 1.0; 0 = off)")
-    template: str = _setting("{}", METHOD, "template", "training template with one {} where the learned vectors "
-                             "go, e.g. 'a photo of {}' (default: the learned vectors alone)", show_default=False)
-    resolution: int | None = _setting(None, METHOD, "images", "training resolution in pixels (default: the model's, "
-                                      "768 for SD 2.1, 512 for 2.1-base)", show_default=False)
-    crop: str = _setting("random", METHOD, "images", "random: each step a random square crop of the image resized "
-                         "to the resolution on its short side (the authors' default); center: always the centre",
-                         choices=CROPS)
-    flip: bool = _setting(False, METHOD, "images", "random horizontal flips (off, as in the authors' train.sh: "
-                          "flips mirror text, logos and asymmetric subjects)", negatable=True)
+    template: str = _setting(
+        "{}",
+        METHOD,
+        "template",
+        "training template with one {} where the learned vectors "
+        "go, e.g. 'a photo of {}' (default: the learned vectors alone)",
+        show_default=False,
+    )
+    resolution: int | None = _setting(
+        None,
+        METHOD,
+        "images",
+        "training resolution in pixels (default: the model's, 768 for SD 2.1, 512 for 2.1-base)",
+        show_default=False,
+    )
+    crop: str = _setting(
+        "random",
+        METHOD,
+        "images",
+        "random: each step a random square crop of the image resized "
+        "to the resolution on its short side (the authors' default); center: always the centre",
+        choices=CROPS,
+    )
+    flip: bool = _setting(
+        False,
+        METHOD,
+        "images",
+        "random horizontal flips (off, as in the authors' train.sh: flips mirror text, logos and asymmetric subjects)",
+        negatable=True,
+    )
     seed: int = _setting(0, METHOD, "run", "seed of the initial vectors and every random draw")
-    precision: str = _setting("auto", SPEED, "run", "auto: fp32 on CPU; on CUDA bf16 autocast (fp16 with loss "
-                              "scaling where bf16 is missing)", choices=PRECISIONS)
-    gradient_checkpointing: bool = _setting(False, SPEED, "run", "recompute the frozen UNet's activations in the "
-                                            "backward pass: less GPU memory, slower (--unet-batch auto turns it "
-                                            "on by itself when chunks alone do not fit)")
-    unet_batch: int | str = _setting(AUTO, SPEED, "run", "UNet evaluations per forward/backward: auto (all BATCH_SIZE "
-                                     "x S at once when the estimated peak fits the free memory, else the largest "
-                                     "chunks that fit, then gradient checkpointing) or a number; chunks give the same "
-                                     "update", metavar="N|auto", parse=parse_unet_batch)
-    checkpoint_every: int = _setting(100, OUTPUT, "run", "write the checkpoint every N steps (also on Ctrl-C / "
-                                     "SIGTERM and at the end; 0 = only then)")
-    preview_every: int = _setting(0, OUTPUT, "run", "every N steps, render a grid of images from the current "
-                                  "distribution (0 = off)")
+    precision: str = _setting(
+        "auto",
+        SPEED,
+        "run",
+        "auto: fp32 on CPU; on CUDA bf16 autocast (fp16 with loss scaling where bf16 is missing)",
+        choices=PRECISIONS,
+    )
+    gradient_checkpointing: bool = _setting(
+        False,
+        SPEED,
+        "run",
+        "recompute the frozen UNet's activations in the "
+        "backward pass: less GPU memory, slower (--unet-batch auto turns it "
+        "on by itself when chunks alone do not fit)",
+    )
+    unet_batch: int | str = _setting(
+        AUTO,
+        SPEED,
+        "run",
+        "UNet evaluations per forward/backward: auto (all BATCH_SIZE "
+        "x S at once when the estimated peak fits the free memory, else the largest "
+        "chunks that fit, then gradient checkpointing) or a number; chunks give the same "
+        "update",
+        metavar="N|auto",
+        parse=parse_unet_batch,
+    )
+    checkpoint_every: int = _setting(
+        100,
+        OUTPUT,
+        "run",
+        "write the checkpoint every N steps (also on Ctrl-C / SIGTERM and at the end; 0 = only then)",
+    )
+    preview_every: int = _setting(
+        0, OUTPUT, "run", "every N steps, render a grid of images from the current distribution (0 = off)"
+    )
     preview_count: int = _setting(4, OUTPUT, "run", "images per preview grid")
     preview_steps: int = _setting(25, OUTPUT, "run", "denoising steps of preview images")
 
@@ -149,9 +230,15 @@ class TrainConfig:
         """Raise ``SettingError`` for the first bad value; warn about a one-prompt run."""
         self._need(self.num_prompts >= 1, "num_prompts", "must be at least 1 (the paper uses 32)")
         if self.num_prompts == 1:
-            warnings.warn(SettingWarning("num_prompts", "{name} 1 learns a single prompt (sigma = 0, no orthogonality "
-                                         "loss): a textual-inversion-like baseline, not a distribution; the paper "
-                                         "uses 32"), stacklevel=3)
+            warnings.warn(
+                SettingWarning(
+                    "num_prompts",
+                    "{name} 1 learns a single prompt (sigma = 0, no orthogonality "
+                    "loss): a textual-inversion-like baseline, not a distribution; the paper "
+                    "uses 32",
+                ),
+                stacklevel=3,
+            )
         self._need(self.num_tokens >= 1, "num_tokens", "must be at least 1")
         self._need(self.samples >= 1, "samples", "must be at least 1")
         self._need(self.components >= 1, "components", "must be at least 1 (1: one Gaussian, the paper's method)")
@@ -165,11 +252,13 @@ class TrainConfig:
         self._need(self.snr_kind in SNR_KINDS, "snr_kind", f"must be one of {', '.join(SNR_KINDS)}")
         self._need(self.crop in CROPS, "crop", f"must be one of {', '.join(CROPS)}")
         whole = isinstance(self.unet_batch, int) and not isinstance(self.unet_batch, bool)
-        self._need(self.unet_batch == AUTO or (whole and self.unet_batch >= 1), "unet_batch",
-                   "must be auto or at least 1")
+        self._need(
+            self.unet_batch == AUTO or (whole and self.unet_batch >= 1), "unet_batch", "must be auto or at least 1"
+        )
         self._need(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "must be >= 0")
-        self._need(math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm",
-                   "must be >= 0 (0 = off)")
+        self._need(
+            math.isfinite(self.max_grad_norm) and self.max_grad_norm >= 0, "max_grad_norm", "must be >= 0 (0 = off)"
+        )
         self._need(self.resolution is None or self.resolution >= 8, "resolution", "must be at least 8 pixels")
         self._need(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         self._need(self.preview_every >= 0, "preview_every", "must be >= 0")
@@ -198,8 +287,9 @@ class TrainConfig:
         change nothing, so one-component records, checkpoints and cache keys stay those of a
         dreamdist without mixtures."""
         skip = {f.name for f in fields(self) if f.metadata["group"] == "mixture"} if self.components == 1 else set()
-        return {f.name: getattr(self, f.name) for f in fields(self)
-                if f.metadata["kind"] in kinds and f.name not in skip}
+        return {
+            f.name: getattr(self, f.name) for f in fields(self) if f.metadata["kind"] in kinds and f.name not in skip
+        }
 
     def result_settings(self) -> dict[str, Any]:
         """What decides the trained distribution (same images, model and these: same result); the

@@ -209,15 +209,37 @@ class ModelConfigs:
 # stabilityai/stable-diffusion-2-1 (the paper's model), the entries of its unet/, text_encoder/ and
 # vae/config.json that differ from the classes' defaults: plan for it without downloading anything.
 SD21_CONFIGS = ModelConfigs(
-    unet={"attention_head_dim": [5, 10, 20, 20], "block_out_channels": [320, 640, 1280, 1280],
-          "cross_attention_dim": 1024, "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
-          "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3, "layers_per_block": 2, "sample_size": 96,
-          "in_channels": 4, "out_channels": 4, "use_linear_projection": True, "upcast_attention": True},
-    text_encoder={"vocab_size": 49408, "hidden_size": 1024, "intermediate_size": 4096, "num_hidden_layers": 23,
-                  "num_attention_heads": 16, "max_position_embeddings": 77, "hidden_act": "gelu",
-                  "projection_dim": 512},
-    vae={"block_out_channels": [128, 256, 512, 512], "down_block_types": ["DownEncoderBlock2D"] * 4,
-         "up_block_types": ["UpDecoderBlock2D"] * 4, "layers_per_block": 2, "latent_channels": 4, "sample_size": 768},
+    unet={
+        "attention_head_dim": [5, 10, 20, 20],
+        "block_out_channels": [320, 640, 1280, 1280],
+        "cross_attention_dim": 1024,
+        "down_block_types": ["CrossAttnDownBlock2D"] * 3 + ["DownBlock2D"],
+        "up_block_types": ["UpBlock2D"] + ["CrossAttnUpBlock2D"] * 3,
+        "layers_per_block": 2,
+        "sample_size": 96,
+        "in_channels": 4,
+        "out_channels": 4,
+        "use_linear_projection": True,
+        "upcast_attention": True,
+    },
+    text_encoder={
+        "vocab_size": 49408,
+        "hidden_size": 1024,
+        "intermediate_size": 4096,
+        "num_hidden_layers": 23,
+        "num_attention_heads": 16,
+        "max_position_embeddings": 77,
+        "hidden_act": "gelu",
+        "projection_dim": 512,
+    },
+    vae={
+        "block_out_channels": [128, 256, 512, 512],
+        "down_block_types": ["DownEncoderBlock2D"] * 4,
+        "up_block_types": ["UpDecoderBlock2D"] * 4,
+        "layers_per_block": 2,
+        "latent_channels": 4,
+        "sample_size": 768,
+    },
 )
 
 
@@ -277,8 +299,9 @@ def _device_semantics(attention: str, autocast_dtype: torch.dtype | None) -> Ite
             q, k, v = cast(half, q, k, v)
         if attention == "flash":
             return _FlashAttention.apply(q, k, v)
-        return real["scaled_dot_product_attention"](q, k, v, attn_mask=attn_mask, dropout_p=dropout_p,
-                                                    is_causal=is_causal, **kwargs)
+        return real["scaled_dot_product_attention"](
+            q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, **kwargs
+        )
 
     def linear(x, weight, bias=None):
         return real["linear"](*cast(half, x, weight, bias))
@@ -324,8 +347,15 @@ def _autocast(dtype: torch.dtype) -> torch.dtype | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _unet_dry_run(config: str, dtype: torch.dtype, attention: str, latent: tuple[int, int, int], text: tuple[int, int],
-                  n: int, checkpointing: bool) -> tuple[int, int]:
+def _unet_dry_run(
+    config: str,
+    dtype: torch.dtype,
+    attention: str,
+    latent: tuple[int, int, int],
+    text: tuple[int, int],
+    n: int,
+    checkpointing: bool,
+) -> tuple[int, int]:
     """(weight bytes, peak bytes of n UNet evaluations' forward + loss + backward to the conditionings)."""
     from diffusers import UNet2DConditionModel
 
@@ -414,7 +444,8 @@ class MemoryEstimate:
         attention = attention_kind(work.device_type)
         estimate = cls(configs, work, attention)
         te_weights, estimate.text_held, estimate.text_peak = _text_dry_run(
-            configs.key("text_encoder"), work.dtype, attention, work.num_prompts, work.evaluations)
+            configs.key("text_encoder"), work.dtype, attention, work.num_prompts, work.evaluations
+        )
         vae_weights, one = _vae_dry_run(configs.key("vae"), work.dtype, attention, 1, work.resolution)
         two = _vae_dry_run(configs.key("vae"), work.dtype, attention, 2, work.resolution)[1]
         estimate.vae = (max(0.0, 2.0 * one - two), float(two - one))
@@ -427,9 +458,15 @@ class MemoryEstimate:
 
     def unet_dry_run(self, n: int, checkpointing: bool) -> tuple[int, int]:
         side = self.work.resolution // self.configs.vae_scale
-        return _unet_dry_run(self.configs.key("unet"), self.work.dtype, self.attention,
-                             (self.configs.latent_channels, side, side), (TEXT_LENGTH, self.configs.text_width),
-                             n, checkpointing)
+        return _unet_dry_run(
+            self.configs.key("unet"),
+            self.work.dtype,
+            self.attention,
+            (self.configs.latent_channels, side, side),
+            (TEXT_LENGTH, self.configs.text_width),
+            n,
+            checkpointing,
+        )
 
     def unet(self, checkpointing: bool) -> tuple[float, float]:
         """(fixed bytes, bytes per evaluation) of a UNet pass: linear in the batch."""
@@ -452,8 +489,9 @@ class MemoryEstimate:
         fixed, per_eval = self.unet(checkpointing)
         return max(self.text_held + fixed + chunk * per_eval, self.text_peak)
 
-    def peak(self, chunk: int, checkpointing: bool, vae_batch: int | None = None,
-             count_weights: bool | None = None) -> int:
+    def peak(
+        self, chunk: int, checkpointing: bool, vae_batch: int | None = None, count_weights: bool | None = None
+    ) -> int:
         """Estimated peak bytes: UNet chunks of ``chunk`` evaluations, VAE calls of ``vae_batch``
         images (default: the workload's). ``count_weights``: None = unless already loaded."""
         weights = not self.configs.loaded if count_weights is None else count_weights
@@ -522,16 +560,21 @@ class MemoryPlan:
         free = f"{where}: {size(self.free)}" if self.free is not None else f"{where}: unknown"
         if self.estimate is None:
             return f"memory: no estimate ({self.note}); {free}; UNet {self._how()}"
-        head = (f"memory: estimated peak {size(self.unchunked)} with all {self.evaluations} UNet "
-                f"evaluations at once ({self.attention} attention); {free}")
+        head = (
+            f"memory: estimated peak {size(self.unchunked)} with all {self.evaluations} UNet "
+            f"evaluations at once ({self.attention} attention); {free}"
+        )
         if (self.unet_batch, self.gradient_checkpointing) == (self.evaluations, False):
             tail = f" -> UNet {self._how()}"
         else:
             tail = f" -> UNet {self._how()}: estimated peak {size(self.estimate)}"
         if self.fits is False:
-            tail += (" (does not fit even so: expect an out-of-memory error; try --precision bf16, a lower "
-                     "--resolution, fewer --samples or a smaller --batch-size)" if self.setting == "auto" else
-                     " (does not fit: try --unet-batch auto)")
+            tail += (
+                " (does not fit even so: expect an out-of-memory error; try --precision bf16, a lower "
+                "--resolution, fewer --samples or a smaller --batch-size)"
+                if self.setting == "auto"
+                else " (does not fit: try --unet-batch auto)"
+            )
         return head + tail
 
     def _how(self) -> str:
@@ -561,8 +604,16 @@ def balanced_chunk(evaluations: int, largest: int) -> int:
     return math.ceil(evaluations / count)
 
 
-def plan_memory(estimate: MemoryEstimate | None, evaluations: int, setting: int | str, checkpointing: bool,
-                free: int | None, device: str, vae_batch: int = 8, note: str = "") -> MemoryPlan:
+def plan_memory(
+    estimate: MemoryEstimate | None,
+    evaluations: int,
+    setting: int | str,
+    checkpointing: bool,
+    free: int | None,
+    device: str,
+    vae_batch: int = 8,
+    note: str = "",
+) -> MemoryPlan:
     """Choose the UNet chunk size, checkpointing and the VAE batch (module doc). ``checkpointing``:
     the user asked for gradient checkpointing (kept on). A number ``setting`` is used as given."""
     known = estimate is not None and free is not None
@@ -572,10 +623,19 @@ def plan_memory(estimate: MemoryEstimate | None, evaluations: int, setting: int 
     def made(chunk: int, ckpt: bool) -> MemoryPlan:
         peak = estimate.peak(chunk, ckpt, vae_batch) if estimate is not None else None
         return MemoryPlan(
-            setting, evaluations, chunk, ckpt, vae_batch, peak,
-            estimate.peak(evaluations, False, vae_batch) if estimate is not None else None, free, device,
+            setting,
+            evaluations,
+            chunk,
+            ckpt,
+            vae_batch,
+            peak,
+            estimate.peak(evaluations, False, vae_batch) if estimate is not None else None,
+            free,
+            device,
             estimate.attention if estimate is not None else "",
-            needed(peak) <= free if known else None, note)
+            needed(peak) <= free if known else None,
+            note,
+        )
 
     if setting != "auto":
         return made(min(int(setting), evaluations), checkpointing)

@@ -50,8 +50,11 @@ def check_resolution(requested: int | None, native: int, multiple: int) -> int:
     (one latent pixel per UNet down-sampling)."""
     resolution = int(requested or native)
     if resolution % multiple:
-        raise SettingError("resolution", f"{{name}} {resolution} must be a multiple of {multiple} for this "
-                           f"model (its native resolution is {native})")
+        raise SettingError(
+            "resolution",
+            f"{{name}} {resolution} must be a multiple of {multiple} for this "
+            f"model (its native resolution is {native})",
+        )
     return resolution
 
 
@@ -64,8 +67,10 @@ class FrozenModel:
 
         for part in PARTS:
             if getattr(pipe, part, None) is None:
-                raise InputError(f"model {name!r} has no {part}; dreamdist trains on Stable-Diffusion-style "
-                                 "text-to-image pipelines (e.g. stabilityai/stable-diffusion-2-1)")
+                raise InputError(
+                    f"model {name!r} has no {part}; dreamdist trains on Stable-Diffusion-style "
+                    "text-to-image pipelines (e.g. stabilityai/stable-diffusion-2-1)"
+                )
         for module in (pipe.unet, pipe.vae, pipe.text_encoder):
             module.requires_grad_(False).eval()
         self.pipe = pipe
@@ -76,15 +81,18 @@ class FrozenModel:
         self.noise_scheduler = DDPMScheduler.from_config(pipe.scheduler.config)
         self.prediction_type: str = self.noise_scheduler.config.prediction_type
         if self.prediction_type not in PREDICTION_TYPES:
-            raise InputError(f"model {name!r}: unsupported prediction_type {self.prediction_type!r} "
-                             "(dreamdist trains epsilon, v_prediction and sample models)")
+            raise InputError(
+                f"model {name!r}: unsupported prediction_type {self.prediction_type!r} "
+                "(dreamdist trains epsilon, v_prediction and sample models)"
+            )
         vae_config = pipe.vae.config
         self._scaling = float(getattr(vae_config, "scaling_factor", 1.0) or 1.0)
         self._shift = float(getattr(vae_config, "shift_factor", 0.0) or 0.0)
 
     @classmethod
-    def load(cls, model: Any, device: str | torch.device | None, precision: str,
-             name: str | None = None) -> "FrozenModel":
+    def load(
+        cls, model: Any, device: str | torch.device | None, precision: str, name: str | None = None
+    ) -> "FrozenModel":
         """``model``: a diffusers folder or hub id (loaded on ``device`` at ``precision``), or an
         already loaded pipeline (used as is: its device and dtype; its weights are never changed)."""
         dev, dtype = run_device(model, device, precision)
@@ -93,8 +101,9 @@ class FrozenModel:
                 warnings.filterwarnings("ignore", category=FutureWarning)
                 pipe = load_pipeline(model, dev, dtype)
             return cls(pipe, name or str(model), dev, dtype)
-        default = str(getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "")
-                      or type(model).__name__)
+        default = str(
+            getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "") or type(model).__name__
+        )
         return cls(model, name or default, dev, dtype)
 
     @property
@@ -124,15 +133,16 @@ class FrozenModel:
         vae = self.pipe.vae
         means, stds = [], []
         for start in range(0, pixels.shape[0], batch):
-            chunk = pixels[start:start + batch].to(self.device, vae.dtype)
+            chunk = pixels[start : start + batch].to(self.device, vae.dtype)
             with self.autocast():
                 dist = vae.encode(chunk).latent_dist
             means.append(dist.mean.float())
             stds.append(dist.std.float())
         mean, std = torch.cat(means), torch.cat(stds)
         if not (torch.isfinite(mean).all() and torch.isfinite(std).all()):
-            raise TrainingDiverged(f"the VAE produced NaN/inf latents at {self.precision}; "
-                                   "try --precision fp32 or bf16")
+            raise TrainingDiverged(
+                f"the VAE produced NaN/inf latents at {self.precision}; try --precision fp32 or bf16"
+            )
         return mean, std
 
     def scaled_latents(self, mean: torch.Tensor, std: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:

@@ -20,8 +20,11 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.step = step
         self.checkpoint = checkpoint
         self.signal_name = signal_name
-        where = (f"checkpoint saved to {checkpoint}; continue with --resume" if checkpoint
-                 else "no checkpoint (checkpoints are off)")
+        where = (
+            f"checkpoint saved to {checkpoint}; continue with --resume"
+            if checkpoint
+            else "no checkpoint (checkpoints are off)"
+        )
         super().__init__(f"interrupted ({signal_name}) after step {step}: {where}")
 
 

@@ -33,8 +33,13 @@ class TrainPaths:
     preview_dir: Path
 
     @classmethod
-    def of(cls, out: str | os.PathLike, checkpoint: PathArg | bool = None, log_csv: PathArg | bool = None,
-           preview_dir: PathArg = None) -> "TrainPaths":
+    def of(
+        cls,
+        out: str | os.PathLike,
+        checkpoint: PathArg | bool = None,
+        log_csv: PathArg | bool = None,
+        preview_dir: PathArg = None,
+    ) -> "TrainPaths":
         """``checkpoint``/``log_csv``: None or True = the default beside ``out``, False = off."""
         defaults = default_paths(out)
 
@@ -43,8 +48,12 @@ class TrainPaths:
                 return None
             return Path(default if given in (None, True) else given)
 
-        return cls(Path(out), pick(checkpoint, defaults["checkpoint"]), pick(log_csv, defaults["log_csv"]),
-                   Path(preview_dir or defaults["preview_dir"]))
+        return cls(
+            Path(out),
+            pick(checkpoint, defaults["checkpoint"]),
+            pick(log_csv, defaults["log_csv"]),
+            Path(preview_dir or defaults["preview_dir"]),
+        )
 
     def check(self, resume: bool, overwrite: bool) -> None:
         """Refuse to overwrite the output or an earlier run's checkpoint unless asked to."""
@@ -58,5 +67,6 @@ class TrainPaths:
         if resume and (ckpt is None or not ckpt.is_file()):
             raise InputError(f"--resume: no checkpoint at {ckpt}; run without --resume to start a new training run")
         if not resume and ckpt is not None and ckpt.exists() and not overwrite:
-            raise InputError(f"{ckpt}: a checkpoint of an earlier run exists; pass --resume to continue it, or "
-                             "--force to start over")
+            raise InputError(
+                f"{ckpt}: a checkpoint of an earlier run exists; pass --resume to continue it, or --force to start over"
+            )

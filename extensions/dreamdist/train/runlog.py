@@ -62,20 +62,45 @@ class RunLog:
         self._smooth: float | None = None
         self._file = open_step_log(path, CSV_COLUMNS, start) if path is not None else None
         self._csv = csv.writer(self._file, lineterminator="\n") if self._file is not None else None
-        self._bar = tqdm(total=total, initial=start, unit="step", desc="training", dynamic_ncols=True,
-                         disable=None if progress else True)
+        self._bar = tqdm(
+            total=total,
+            initial=start,
+            unit="step",
+            desc="training",
+            dynamic_ncols=True,
+            disable=None if progress else True,
+        )
 
-    def record(self, step: int, loss: float, diffusion: float, ortho: float, grad_norm: float, lr: float,
-               elapsed_s: float, run_s: float) -> None:
+    def record(
+        self,
+        step: int,
+        loss: float,
+        diffusion: float,
+        ortho: float,
+        grad_norm: float,
+        lr: float,
+        elapsed_s: float,
+        run_s: float,
+    ) -> None:
         """Step ``step`` is done; ``run_s``: seconds this run has trained (for steps/s)."""
         if self._csv is not None:
-            self._csv.writerow([step, f"{loss:.6g}", f"{diffusion:.6g}", f"{ortho:.6g}", f"{grad_norm:.6g}",
-                                f"{lr:g}", f"{elapsed_s:.3f}"])
+            self._csv.writerow(
+                [
+                    step,
+                    f"{loss:.6g}",
+                    f"{diffusion:.6g}",
+                    f"{ortho:.6g}",
+                    f"{grad_norm:.6g}",
+                    f"{lr:g}",
+                    f"{elapsed_s:.3f}",
+                ]
+            )
             self._file.flush()
         self._smooth = diffusion if self._smooth is None else 0.9 * self._smooth + 0.1 * diffusion
         rate = (step - self.start) / max(run_s, 1e-9)
-        self._bar.set_postfix({"loss": f"{self._smooth:.4f}", "ortho": f"{ortho:.4f}", "steps/s": f"{rate:.3g}"},
-                              refresh=False)
+        self._bar.set_postfix(
+            {"loss": f"{self._smooth:.4f}", "ortho": f"{ortho:.4f}", "steps/s": f"{rate:.3g}"}, refresh=False
+        )
         self._bar.update(1)
 
     def close(self) -> None:
@@ -96,13 +121,23 @@ class RunLog:
         self.close()
 
 
-def render_preview(pipe: Any, gaussian: Sampleable, path: Path, count: int, steps: int, resolution: int,
-                   step: int) -> Path | None:
+def render_preview(
+    pipe: Any, gaussian: Sampleable, path: Path, count: int, steps: int, resolution: int, step: int
+) -> Path | None:
     """A grid of ``count`` images (seeds 0..count-1) from the current distribution. A failure warns
     and returns None: a preview must never end a long run."""
     try:
-        render_grid(pipe, gaussian, list(range(count)), 1.0, steps, out_png=path, height=resolution,
-                    width=resolution, title=f"step {step}")
+        render_grid(
+            pipe,
+            gaussian,
+            list(range(count)),
+            1.0,
+            steps,
+            out_png=path,
+            height=resolution,
+            width=resolution,
+            title=f"step {step}",
+        )
     except Exception as exc:  # noqa: BLE001 - see above
         warnings.warn(f"preview at step {step} failed: {type(exc).__name__}: {exc}", PreviewWarning, stacklevel=2)
         return None

@@ -114,8 +114,10 @@ class Trainer:
         # list and decode every image once: cheap errors before loading a model
         self.image_paths = noting_warnings(self.warnings, check_reference_folder, images_dir)
         if cfg.components > len(self.image_paths):
-            raise InputError(f"--components {cfg.components} needs at least {cfg.components} reference images; "
-                             f"{images_dir} has {len(self.image_paths)}")
+            raise InputError(
+                f"--components {cfg.components} needs at least {cfg.components} reference images; "
+                f"{images_dir} has {len(self.image_paths)}"
+            )
         self.template = Template.parse(cfg.template)
         # the model's configs (three small files): the resolution, the images and the memory plan,
         # all before any weight is loaded
@@ -161,8 +163,12 @@ class Trainer:
         self.latent_cache_s = time.perf_counter() - began
         scheduler = self.model.noise_scheduler
         self.snr_weights = min_snr_weights(  # per timestep; all 1 when snr_gamma is 0
-            scheduler.alphas_cumprod, torch.arange(scheduler.config.num_train_timesteps), cfg.snr_gamma,
-            self.model.prediction_type, cfg.snr_kind).to(self.model.device)
+            scheduler.alphas_cumprod,
+            torch.arange(scheduler.config.num_train_timesteps),
+            cfg.snr_gamma,
+            self.model.prediction_type,
+            cfg.snr_kind,
+        ).to(self.model.device)
         if cfg.components > 1 and self.assignment is None:
             self.assignment = self._initial_assignment()
 
@@ -184,8 +190,9 @@ class Trainer:
         SoftPromptEncoder(tokenizer, configs.meta_text_encoder()).layout(self.template, self.config.num_tokens)
 
     def _load_images(self, images_dir: str | os.PathLike, resolution: int) -> ReferenceImages:
-        return noting_warnings(self.warnings, load_reference_images, images_dir, resolution, self.image_paths,
-                                     self.config.crop == "random")
+        return noting_warnings(
+            self.warnings, load_reference_images, images_dir, resolution, self.image_paths, self.config.crop == "random"
+        )
 
     def _crop_counts(self, images: ReferenceImages, step: int) -> list[int]:
         """Crop positions per image (1 each for centre crops)."""
@@ -193,8 +200,14 @@ class Trainer:
             return [1] * len(images)
         return [len(crop_offsets(max(t.shape[-2:]) - images.resolution, step)) for t in images.resized]
 
-    def _plan_memory(self, configs: ModelConfigs | None, note: str, images: ReferenceImages | None, model: Any,
-                     device: str | torch.device | None) -> MemoryPlan:
+    def _plan_memory(
+        self,
+        configs: ModelConfigs | None,
+        note: str,
+        images: ReferenceImages | None,
+        model: Any,
+        device: str | torch.device | None,
+    ) -> MemoryPlan:
         """The memory estimate and the UNet chunking (``dreamdist.train.memory``); a model the
         estimate cannot read runs as configured, with one line saying why there is no estimate."""
         cfg = self.config
@@ -203,13 +216,30 @@ class Trainer:
         if configs is not None and images is not None:
             try:
                 entries = sum(self._crop_counts(images, configs.vae_scale)) * (2 if cfg.flip else 1)
-                work = Workload(cfg.components * cfg.num_prompts, cfg.num_tokens, cfg.batch_size, cfg.samples,
-                                images.resolution, dtype, dev.type, entries, VAE_CHUNK)
+                work = Workload(
+                    cfg.components * cfg.num_prompts,
+                    cfg.num_tokens,
+                    cfg.batch_size,
+                    cfg.samples,
+                    images.resolution,
+                    dtype,
+                    dev.type,
+                    entries,
+                    VAE_CHUNK,
+                )
                 estimate = self.memory_estimate = MemoryEstimate.of(configs, work)
             except Exception as exc:  # noqa: BLE001 - an estimate must never stop a run
                 note = f"dry run failed: {type(exc).__name__}: {exc}".splitlines()[0]
-        return plan_memory(estimate, cfg.batch_size * cfg.samples, cfg.unet_batch, cfg.gradient_checkpointing,
-                           free_memory(dev), str(dev), VAE_CHUNK, note)
+        return plan_memory(
+            estimate,
+            cfg.batch_size * cfg.samples,
+            cfg.unet_batch,
+            cfg.gradient_checkpointing,
+            free_memory(dev),
+            str(dev),
+            VAE_CHUNK,
+            note,
+        )
 
     def _cache_latents(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Latent mean and std of every cache entry, and per image (and flip) its first entry and its
@@ -249,8 +279,7 @@ class Trainer:
     def _checked_checkpoint(self) -> Checkpoint:
         path = self.paths.checkpoint
         saved = Checkpoint.load(path)
-        saved.check_resumes(path, self._resume_settings(), self.model.fingerprint, self.model.name,
-                            self.config.steps)
+        saved.check_resumes(path, self._resume_settings(), self.model.fingerprint, self.model.name, self.config.steps)
         return saved
 
     def _restore(self, saved: Checkpoint) -> None:
@@ -302,8 +331,9 @@ class Trainer:
         """(noisy latents, the UNet's target, timesteps) of ``draws``, on the device."""
         model, dev = self.model, self.model.device
         index = draws["index"].to(dev)
-        latents = model.scaled_latents(self.latent_mean[index], self.latent_std[index],
-                                       draws["latent_eps"].to(dev, non_blocking=True))
+        latents = model.scaled_latents(
+            self.latent_mean[index], self.latent_std[index], draws["latent_eps"].to(dev, non_blocking=True)
+        )
         noise = draws["noise"].to(dev, non_blocking=True)
         timesteps = draws["timesteps"].to(dev)
         noisy = model.noise_scheduler.add_noise(latents, noise, timesteps)
@@ -346,8 +376,9 @@ class Trainer:
         for start in range(0, b * s, self.memory.unet_batch):
             part = slice(start, start + self.memory.unet_batch)
             with model.autocast():
-                pred = unet(model_in[part].to(unet.dtype), steps_in[part],
-                            encoder_hidden_states=cond_leaf[part].to(unet.dtype)).sample
+                pred = unet(
+                    model_in[part].to(unet.dtype), steps_in[part], encoder_hidden_states=cond_leaf[part].to(unet.dtype)
+                ).sample
             errors = (pred.float() - target[part]).square().flatten(1).mean(dim=1)  # per evaluation
             loss = (errors * share[part]).sum()
             del pred, errors
@@ -399,8 +430,9 @@ class Trainer:
     def _initial_assignment(self) -> Assignment:
         """k-means on each image's latent (its middle crop position, unflipped)."""
         middle = self.crop_start[: len(self.images)] + self.crop_count // 2
-        assignment = Assignment.by_kmeans(self.latent_mean[middle.to(self.latent_mean.device)],
-                                          self.config.components, self.config.seed)
+        assignment = Assignment.by_kmeans(
+            self.latent_mean[middle.to(self.latent_mean.device)], self.config.components, self.config.seed
+        )
         logger.info(f"components start with {assignment.sizes()} images (k-means on their latents)")
         return assignment
 
@@ -424,16 +456,19 @@ class Trainer:
             for start in range(0, len(w), chunk):
                 part = slice(start, start + chunk)
                 with model.autocast():
-                    pred = unet(noisy[part].to(unet.dtype), timesteps[part],
-                                encoder_hidden_states=cond[part].to(unet.dtype)).sample
+                    pred = unet(
+                        noisy[part].to(unet.dtype), timesteps[part], encoder_hidden_states=cond[part].to(unet.dtype)
+                    ).sample
                 costs[part, k] = (pred.float() - target[part]).square().flatten(1).mean(dim=1) * weights[part]
         return costs.view(n, ASSIGN_DRAWS, -1).mean(dim=1).cpu()
 
     def _reassign(self) -> None:
         """The E step: each image to the component that denoises it best, none left empty."""
         before, self.assignment = self.assignment, self.assignment.reassigned(self.denoising_costs())
-        logger.info(f"step {self.steps_done}: components hold {self.assignment.sizes()} images "
-                    f"({self.assignment.moved(before)} moved)")
+        logger.info(
+            f"step {self.steps_done}: components hold {self.assignment.sizes()} images "
+            f"({self.assignment.moved(before)} moved)"
+        )
 
     def _diverged(self, what: str, value: float) -> None:
         if self.checkpoint_step and self.paths.checkpoint is not None:
@@ -441,8 +476,10 @@ class Trainer:
         else:
             kept = "no checkpoint had been written yet"
         hint = ", or --precision bf16 / fp32" if self.model.dtype == torch.float16 else ""
-        raise TrainingDiverged(f"the {what} became {value} at step {self.steps_done + 1}; training stopped and "
-                               f"{kept}. Try a lower --lr{hint}")
+        raise TrainingDiverged(
+            f"the {what} became {value} at step {self.steps_done + 1}; training stopped and "
+            f"{kept}. Try a lower --lr{hint}"
+        )
 
     # ---- the loop
 
@@ -451,15 +488,27 @@ class Trainer:
         checkpoint). Raises ``TrainingInterrupted`` on Ctrl-C/SIGTERM (after checkpointing) and
         ``TrainingDiverged`` on a NaN/inf loss (keeping the last good checkpoint)."""
         cfg, start = self.config, self.steps_done
-        result = TrainResult(out=None, checkpoint=None, log_csv=self.paths.log_csv, step=start, total_steps=cfg.steps,
-                             finished=False, image_count=len(self.images), resumed_from=start,
-                             warnings=list(self.warnings), vae_images_encoded=self.vae_images_encoded,
-                             latent_cache_s=self.latent_cache_s)
+        result = TrainResult(
+            out=None,
+            checkpoint=None,
+            log_csv=self.paths.log_csv,
+            step=start,
+            total_steps=cfg.steps,
+            finished=False,
+            image_count=len(self.images),
+            resumed_from=start,
+            warnings=list(self.warnings),
+            vae_images_encoded=self.vae_images_encoded,
+            latent_cache_s=self.latent_cache_s,
+        )
         began = time.perf_counter()
         stop = StopRequest(self._stopping)
         try:
-            with self.model.unet_checkpointing(self.memory.gradient_checkpointing), \
-                    RunLog(self.paths.log_csv, start, cfg.steps, self.progress) as log, stop.installed():
+            with (
+                self.model.unet_checkpointing(self.memory.gradient_checkpointing),
+                RunLog(self.paths.log_csv, start, cfg.steps, self.progress) as log,
+                stop.installed(),
+            ):
                 self._loop(result, log, stop, max_steps_this_run)
         finally:
             self.prompts.ctx.grad = None
@@ -522,11 +571,18 @@ class Trainer:
         if path is None or not torch.isfinite(self.prompts.ctx).all():  # never replace a good one with a bad one
             return None
         Checkpoint(
-            step=self.steps_done, ctx=self.prompts.ctx.detach().to("cpu", torch.float32).clone(),
-            optimizer=self.optimizer.state_dict(), scaler=self.scaler.state_dict() if self.scaler is not None else {},
-            generator=self.generator.get_state(), queue=self.queue.clone(), settings=self._resume_settings(),
-            images=self.image_ids, fingerprint=self.model.fingerprint, elapsed_s=self.elapsed_s,
-            last_loss=self.last_loss, assignment=None if self.assignment is None else self.assignment.owners,
+            step=self.steps_done,
+            ctx=self.prompts.ctx.detach().to("cpu", torch.float32).clone(),
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict() if self.scaler is not None else {},
+            generator=self.generator.get_state(),
+            queue=self.queue.clone(),
+            settings=self._resume_settings(),
+            images=self.image_ids,
+            fingerprint=self.model.fingerprint,
+            elapsed_s=self.elapsed_s,
+            last_loss=self.last_loss,
+            assignment=None if self.assignment is None else self.assignment.owners,
         ).save(path)
         self.checkpoint_step = self.steps_done
         return path
@@ -537,26 +593,45 @@ class Trainer:
             gaussians, _ = self._component_gaussians()
         weights = [1.0] if self.assignment is None else self.assignment.weights
         mixture = GaussianMixture(tuple(gaussians), tuple(weights))
-        return render_preview(self.model.pipe, mixture, self.paths.preview_dir / f"step-{step:06d}.png",
-                              cfg.preview_count, cfg.preview_steps, self.resolution, step)
+        return render_preview(
+            self.model.pipe,
+            mixture,
+            self.paths.preview_dir / f"step-{step:06d}.png",
+            cfg.preview_count,
+            cfg.preview_steps,
+            self.resolution,
+            step,
+        )
 
     def _save_distribution(self) -> Path:
         """The distribution file, with how it was made (settings as resolved, model, precision, time)."""
         cfg, model = self.config, self.model
         training = cfg.values(METHOD, LENGTH, SPEED)
         training.update(
-            resolution=self.resolution, template=str(self.template), steps_done=self.steps_done,
-            prediction_type=model.prediction_type, precision=model.precision, device=model.device.type,
-            optimizer="AdamW", lr_schedule="constant", seconds=round(self.elapsed_s, 1), final_loss=self.last_loss,
-            images=[p.name for p in self.image_paths], latent_cache_entries=self.vae_images_encoded,
+            resolution=self.resolution,
+            template=str(self.template),
+            steps_done=self.steps_done,
+            prediction_type=model.prediction_type,
+            precision=model.precision,
+            device=model.device.type,
+            optimizer="AdamW",
+            lr_schedule="constant",
+            seconds=round(self.elapsed_s, 1),
+            final_loss=self.last_loss,
+            images=[p.name for p in self.image_paths],
+            latent_cache_entries=self.vae_images_encoded,
             **self.memory.record(),
         )
         dist = DistributionFile(
-            ctx=self.prompts.ctx.detach().to("cpu", torch.float32).clone(), base_model=model.name,
-            fingerprint=model.fingerprint, template=str(self.template), training=training,
+            ctx=self.prompts.ctx.detach().to("cpu", torch.float32).clone(),
+            base_model=model.name,
+            fingerprint=model.fingerprint,
+            template=str(self.template),
+            training=training,
             image_count=len(self.images),
-            components=(Component(1.0),) if self.assignment is None else
-            self.assignment.components([p.name for p in self.image_paths]),
+            components=(Component(1.0),)
+            if self.assignment is None
+            else self.assignment.components([p.name for p in self.image_paths]),
         )
         return save_distribution(self.paths.out, dist)
 
@@ -598,7 +673,19 @@ def train_distribution(
     ``dreamdist.train`` logger (``messages_to`` routes them). Raises ``InputError`` (bad input;
     nothing written; ``SettingError`` for a bad setting), ``TrainingInterrupted``, ``TrainingDiverged``.
     """
-    trainer = Trainer(images_dir, model, out, config, device=device, resume=resume, overwrite=overwrite,
-                      checkpoint=checkpoint, log_csv=log_csv, preview_dir=preview_dir, progress=progress,
-                      callback=callback, model_name=model_name)
+    trainer = Trainer(
+        images_dir,
+        model,
+        out,
+        config,
+        device=device,
+        resume=resume,
+        overwrite=overwrite,
+        checkpoint=checkpoint,
+        log_csv=log_csv,
+        preview_dir=preview_dir,
+        progress=progress,
+        callback=callback,
+        model_name=model_name,
+    )
     return trainer.run(max_steps_this_run=max_steps_this_run)

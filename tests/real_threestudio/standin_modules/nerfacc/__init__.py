@@ -2,6 +2,7 @@
 the occgrid estimator calls: OccGridEstimator.sampling (uniform marching inside the aabb, no grid
 skipping), render_weight_from_density / render_weight_from_alpha, accumulate_along_rays.
 Samples are ray-contiguous and sorted, as nerfacc returns them."""
+
 import math
 
 import torch
@@ -26,9 +27,22 @@ class OccGridEstimator(AbstractEstimator):
         self.register_buffer("binaries", torch.ones(levels, *res, dtype=torch.bool))
 
     @torch.no_grad()
-    def sampling(self, rays_o, rays_d, sigma_fn=None, alpha_fn=None, near_plane=0.0, far_plane=1e10,
-                 t_min=None, t_max=None, render_step_size=1e-3, early_stop_eps=1e-4, alpha_thre=0.0,
-                 stratified=False, cone_angle=0.0):
+    def sampling(
+        self,
+        rays_o,
+        rays_d,
+        sigma_fn=None,
+        alpha_fn=None,
+        near_plane=0.0,
+        far_plane=1e10,
+        t_min=None,
+        t_max=None,
+        render_step_size=1e-3,
+        early_stop_eps=1e-4,
+        alpha_thre=0.0,
+        stratified=False,
+        cone_angle=0.0,
+    ):
         aabb = self.aabbs[0].to(rays_o)
         inv_d = 1.0 / torch.where(rays_d.abs() < 1e-10, torch.full_like(rays_d, 1e-10), rays_d)
         t0 = (aabb[:3] - rays_o) * inv_d

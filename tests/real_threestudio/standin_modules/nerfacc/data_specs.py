@@ -11,6 +11,8 @@ class RayIntervals:
     ray_indices: Optional[torch.Tensor] = None
     is_left: Optional[torch.Tensor] = None
     is_right: Optional[torch.Tensor] = None
+
+
 @dataclass
 class RaySamples:
     vals: torch.Tensor

@@ -13,8 +13,9 @@ def _exclusive_sum_by_ray(x, ray_indices, n_rays):
     return excl - base[ray_indices]
 
 
-def render_transmittance_from_density(t_starts, t_ends, sigmas, packed_info=None, ray_indices=None,
-                                      n_rays=None, prefix_trans=None):
+def render_transmittance_from_density(
+    t_starts, t_ends, sigmas, packed_info=None, ray_indices=None, n_rays=None, prefix_trans=None
+):
     sigmas_dt = sigmas * (t_ends - t_starts)
     alphas = 1.0 - torch.exp(-sigmas_dt)
     trans = torch.exp(-_exclusive_sum_by_ray(sigmas_dt, ray_indices, n_rays))
@@ -23,12 +24,14 @@ def render_transmittance_from_density(t_starts, t_ends, sigmas, packed_info=None
     return trans, alphas
 
 
-def render_weight_from_density(t_starts, t_ends, sigmas, packed_info=None, ray_indices=None, n_rays=None,
-                               prefix_trans=None):
+def render_weight_from_density(
+    t_starts, t_ends, sigmas, packed_info=None, ray_indices=None, n_rays=None, prefix_trans=None
+):
     if ray_indices is not None and n_rays is None:
         n_rays = int(ray_indices.max()) + 1 if ray_indices.numel() else 0
-    trans, alphas = render_transmittance_from_density(t_starts, t_ends, sigmas, packed_info, ray_indices,
-                                                      n_rays, prefix_trans)
+    trans, alphas = render_transmittance_from_density(
+        t_starts, t_ends, sigmas, packed_info, ray_indices, n_rays, prefix_trans
+    )
     return trans * alphas, trans, alphas
 
 

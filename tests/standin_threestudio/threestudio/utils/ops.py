@@ -1,6 +1,5 @@
 """STAND-IN for threestudio.utils.ops (the decay functions perp-neg uses)."""
 
-
 import torch
 
 

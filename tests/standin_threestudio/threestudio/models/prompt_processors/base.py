@@ -197,9 +197,7 @@ class PromptProcessor(BaseObject):
             prompts = self.get_debiased_prompt(self.prompt)
             self.prompts_vd = [d.prompt(p) for d, p in zip(self.directions, prompts)]
         else:
-            self.prompts_vd = [
-                self.cfg.get(f"prompt_{d.name}", None) or d.prompt(self.prompt) for d in self.directions
-            ]
+            self.prompts_vd = [self.cfg.get(f"prompt_{d.name}", None) or d.prompt(self.prompt) for d in self.directions]
         self.negative_prompts_vd = [d.negative_prompt(self.negative_prompt) for d in self.directions]
         self.prepare_text_embeddings()
         self.load_text_embeddings()
@@ -233,9 +231,7 @@ class PromptProcessor(BaseObject):
         self.text_embeddings = self.load_from_cache(self.prompt)[None, ...]
         self.uncond_text_embeddings = self.load_from_cache(self.negative_prompt)[None, ...]
         self.text_embeddings_vd = torch.stack([self.load_from_cache(p) for p in self.prompts_vd], dim=0)
-        self.uncond_text_embeddings_vd = torch.stack(
-            [self.load_from_cache(p) for p in self.negative_prompts_vd], dim=0
-        )
+        self.uncond_text_embeddings_vd = torch.stack([self.load_from_cache(p) for p in self.negative_prompts_vd], dim=0)
 
     def load_from_cache(self, prompt):
         path = os.path.join(self._cache_dir, f"{hash_prompt(self.cfg.pretrained_model_name_or_path, prompt)}.pt")
