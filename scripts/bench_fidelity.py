@@ -235,7 +235,7 @@ def train(pipe, images_dir: Path, out: Path, k: int, args, ortho: bool = True, l
 def split_text(path: Path) -> str:
     """Each component's weight and its images by mode (the two-mode set's files are named
     ``NNN_<colour>_<shape>.png`` by the toy generator)."""
-    from dreamdist.distfile import load_distribution
+    from dreamdist.core.distfile import load_distribution
 
     parts = []
     for i, comp in enumerate(load_distribution(path).components):
@@ -305,8 +305,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from dreamdist.quiet import quiet_libraries
     from dreamdist.sampling import RenderSettings, Sampler
+    from dreamdist.utils.quiet import quiet_libraries
 
     quiet_libraries()
     model = str(args.model or toy_model_path())
@@ -323,10 +323,10 @@ def main(argv=None) -> int:
 
     def sample_prompts(path: Path) -> list:
         """Diagnostic: the K learned prompts themselves, image i from prompt i mod K (no Gaussian)."""
-        from dreamdist.distfile import load_distribution
-        from dreamdist.gaussian import FeatureGaussian
+        from dreamdist.core.distfile import load_distribution
+        from dreamdist.core.gaussian import FeatureGaussian
+        from dreamdist.core.templates import Template
         from dreamdist.sampling import Shot
-        from dreamdist.templates import Template
 
         with torch.no_grad():
             ctx = load_distribution(path).ctx.to(sampler.device, torch.float32)

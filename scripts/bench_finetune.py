@@ -229,8 +229,8 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from dreamdist.quiet import quiet_libraries
     from dreamdist.sampling import RenderSettings, Sampler
+    from dreamdist.utils.quiet import quiet_libraries
 
     quiet_libraries()
     model = str(args.model or toy_model_path())

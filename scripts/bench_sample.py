@@ -81,7 +81,7 @@ def make_medium_model(path: Path, resolution: int = 256) -> Path:
 def random_distribution(path: Path, sampler, model: Path, k: int = 32, m: int = 4) -> Path:
     import torch
 
-    from dreamdist.distfile import DistributionFile, Fingerprint, save_distribution
+    from dreamdist.core.distfile import DistributionFile, Fingerprint, save_distribution
 
     enc = sampler.encoder
     ctx = torch.randn(k, m, enc.token_dim, generator=torch.Generator().manual_seed(0))
@@ -107,7 +107,7 @@ def main() -> int:
     ap.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = ap.parse_args()
 
-    from dreamdist.quiet import quiet_libraries
+    from dreamdist.utils.quiet import quiet_libraries
 
     quiet_libraries()
     import torch

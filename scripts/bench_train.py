@@ -176,9 +176,9 @@ def measure(model_kind: str, args: argparse.Namespace) -> dict:
     """Everything for one model (run in a fresh subprocess)."""
     import torch
 
-    from dreamdist.quiet import quiet_libraries
-    from dreamdist.runtime import load_pipeline
+    from dreamdist.core.runtime import load_pipeline
     from dreamdist.train import TrainConfig, Trainer, resolve_precision
+    from dreamdist.utils.quiet import quiet_libraries
 
     quiet_libraries()
     warnings.filterwarnings("ignore")
@@ -320,9 +320,9 @@ def measure_chunk(model_kind: str, chunk: int, args: argparse.Namespace) -> dict
     """One UNet chunk size on one model (run in a fresh subprocess, so the peak RSS is its own)."""
     import torch
 
-    from dreamdist.quiet import quiet_libraries
     from dreamdist.train import TrainConfig, Trainer
     from dreamdist.train.memory import LiveBytes
+    from dreamdist.utils.quiet import quiet_libraries
 
     quiet_libraries()
     warnings.filterwarnings("ignore")

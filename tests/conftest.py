@@ -13,7 +13,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("DREAMDIST_CACHE", str(Path(__file__).parent / ".." / ".cache" / "test-cache"))
 torch.set_num_threads(1)  # tiny models: one thread is fastest on a shared 2-core machine
 
-from dreamdist.quiet import quiet_libraries  # noqa: E402
+from dreamdist.utils.quiet import quiet_libraries  # noqa: E402
 
 quiet_libraries()
 
@@ -65,7 +65,7 @@ def other_model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_encoder(tiny_model_dir):
-    from dreamdist.encoder import SoftPromptEncoder
+    from dreamdist.core.encoder import SoftPromptEncoder
 
     return SoftPromptEncoder.from_pretrained(tiny_model_dir)
 
@@ -83,7 +83,7 @@ def write_random_distribution(
 ) -> Path:
     """A distribution file with random learned vectors (scale >> init so the K prompts differ); with
     several ``weights``, a mixture of that many components, component c explaining ``c-0.png``, ``c-1.png``."""
-    from dreamdist.distfile import Component, DistributionFile, Fingerprint, save_distribution
+    from dreamdist.core.distfile import Component, DistributionFile, Fingerprint, save_distribution
 
     g = torch.Generator().manual_seed(seed)
     ctx = torch.randn(len(weights) * k, m, encoder.token_dim, generator=g) * scale

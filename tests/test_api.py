@@ -13,11 +13,11 @@ from PIL import Image
 
 import dreamdist
 from dreamdist.cli import main
-from dreamdist.distfile import load_distribution
-from dreamdist.encoder import SoftPromptEncoder
-from dreamdist.errors import FingerprintMismatchError, MixError
-from dreamdist.gaussian import standard_normal
-from dreamdist.templates import Template
+from dreamdist.core.distfile import load_distribution
+from dreamdist.core.encoder import SoftPromptEncoder
+from dreamdist.core.gaussian import standard_normal
+from dreamdist.core.templates import Template
+from dreamdist.utils.errors import FingerprintMismatchError, MixError
 
 STEPS = 3
 
@@ -180,7 +180,7 @@ def test_a_mixture_samples_each_seed_from_its_component(pipe, tiny_mixture):
     encoder = SoftPromptEncoder(pipe.tokenizer, pipe.text_encoder)
     with torch.no_grad():  # each component's Gaussian computed here from its own K prompts
         parts = [encoder.encode_soft(ctx, Template.parse("{}")).features for ctx in file.component_ctx()]
-    from dreamdist.mixture import pick_component
+    from dreamdist.core.mixture import pick_component
 
     for seed in range(6):
         feats = parts[pick_component([0.25, 0.75], seed)]

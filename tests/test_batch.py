@@ -19,7 +19,7 @@ import pytest
 
 from dreamdist.batch.seeds import format_seeds, parse_gpus, parse_seeds
 from dreamdist.cli import main
-from dreamdist.errors import InputError
+from dreamdist.utils.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
 STANDIN = Path(__file__).parent / "standin_threestudio_launch" / "launch.py"

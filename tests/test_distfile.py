@@ -5,15 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dreamdist.distfile import load_distribution
-from dreamdist.distribution import PromptDistribution
-from dreamdist.encoder import SoftPromptEncoder
-from dreamdist.errors import DistributionFileError, FingerprintMismatchError
+from dreamdist.core.distfile import load_distribution
+from dreamdist.core.distribution import PromptDistribution
+from dreamdist.core.encoder import SoftPromptEncoder
+from dreamdist.utils.errors import DistributionFileError, FingerprintMismatchError
 
 
 def test_round_trip_is_bit_exact(tiny_distribution):
     a = load_distribution(tiny_distribution)
-    from dreamdist.distfile import save_distribution
+    from dreamdist.core.distfile import save_distribution
 
     copy = save_distribution(tiny_distribution.with_name("copy.safetensors"), a)
     b = load_distribution(copy)

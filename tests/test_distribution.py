@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from dreamdist.distribution import PromptDistribution
-from dreamdist.errors import MixError
-from dreamdist.gaussian import standard_normal
+from dreamdist.core.distribution import PromptDistribution
+from dreamdist.core.gaussian import standard_normal
+from dreamdist.utils.errors import MixError
 
 
 def test_gamma_zero_sample_equals_mu_and_fit_happens_once(tiny_distribution, tiny_encoder, monkeypatch):
@@ -63,8 +63,8 @@ def test_bad_weights_and_rules_are_refused_when_bound(tiny_distribution, tiny_di
 
 def _fit_by_hand(path, encoder, template):
     """mu and sigma transcribed independently: encode the file's K prompts, mean / unbiased std (numpy)."""
-    from dreamdist.distfile import load_distribution
-    from dreamdist.templates import Template
+    from dreamdist.core.distfile import load_distribution
+    from dreamdist.core.templates import Template
 
     with torch.no_grad():
         feats = encoder.encode_soft(load_distribution(path).ctx, Template.parse(template)).features.double().numpy()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from dreamdist.errors import TemplateError
-from dreamdist.prompts import PromptSet
-from dreamdist.templates import Template
+from dreamdist.core.templates import Template
+from dreamdist.train.prompts import PromptSet
+from dreamdist.utils.errors import TemplateError
 
 
 def _ids(encoder, text):
@@ -85,7 +85,7 @@ def test_template_needs_exactly_one_placeholder(bad):
 def test_gradients_reach_only_the_learned_vectors(tiny_encoder):
     prompts = PromptSet(4, 2, tiny_encoder.token_dim, seed=0)
     (gaussian,), encoded = prompts.gaussians(tiny_encoder, Template.parse("a photo of {}"), 1)
-    from dreamdist.losses import ortho_loss
+    from dreamdist.train.losses import ortho_loss
 
     w = torch.randn(3, *gaussian.shape)
     loss = gaussian.apply(w).square().mean() + ortho_loss(encoded.pooled)

@@ -15,11 +15,11 @@ import torch
 from PIL import Image
 
 from dreamdist.cli import main
-from dreamdist.errors import InputError
 from dreamdist.evaluate import EvaluateSettings, ImageGroup, evaluate_groups, generated_groups
 from dreamdist.evaluate import metrics as M
 from dreamdist.evaluate.encoders import HubImageEncoder, InceptionEncoder
 from dreamdist.evaluate.report import format_table
+from dreamdist.utils.errors import InputError
 
 # --------------------------------------------------------------------------- fixtures
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dreamdist.distfile import file_sha256
-from dreamdist.errors import InputError
+from dreamdist.core.distfile import file_sha256
 from dreamdist.finetune import INFO_NAME, FinetuneConfig, finetune, read_info
+from dreamdist.utils.errors import InputError
 
 HAS_PEFT = importlib.util.find_spec("peft") is not None
 UNET = Path("unet") / "diffusion_pytorch_model.safetensors"
@@ -182,7 +182,7 @@ def test_a_crash_while_writing_leaves_no_folder(world, tmp_path, monkeypatch):
 
 
 def test_refuses_another_text_encoder(world, tmp_path, other_model_dir):
-    from dreamdist.errors import FingerprintMismatchError
+    from dreamdist.utils.errors import FingerprintMismatchError
 
     with pytest.raises(FingerprintMismatchError):
         finetune(
@@ -251,7 +251,7 @@ def test_bad_settings_name_the_flag(world, tmp_path, capsys):
 
 
 def test_a_mixture_conditions_each_image_on_its_own_component(world, tmp_path):
-    from dreamdist.distfile import load_distribution
+    from dreamdist.core.distfile import load_distribution
     from dreamdist.finetune.trainer import FinetuneTrainer
     from dreamdist.train import TrainConfig, train_distribution
 

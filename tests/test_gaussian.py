@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dreamdist.errors import MixError
-from dreamdist.gaussian import (
+from dreamdist.core.gaussian import (
     FeatureGaussian,
     check_mix_rule,
     check_std_scales,
@@ -17,7 +16,8 @@ from dreamdist.gaussian import (
     mix,
     normalised_weights,
 )
-from dreamdist.losses import ortho_loss
+from dreamdist.train.losses import ortho_loss
+from dreamdist.utils.errors import MixError
 
 
 def _gauss(seed, shape=(5, 6)):

@@ -9,8 +9,8 @@ import pytest
 import torch
 from PIL import Image, ImageDraw
 
-from dreamdist.errors import InputError
-from dreamdist.images import (
+from dreamdist.utils.errors import InputError
+from dreamdist.utils.images import (
     ReferenceImageWarning,
     check_reference_folder,
     list_image_files,

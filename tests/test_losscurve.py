@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image
 
-from dreamdist.losscurve import loss_curve_path, plot_loss_curve, read_losses
+from dreamdist.train.losscurve import loss_curve_path, plot_loss_curve, read_losses
 from dreamdist.train.runlog import CSV_COLUMNS
 
 

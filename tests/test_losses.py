@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from dreamdist.losses import min_snr_weights, ortho_loss
+from dreamdist.train.losses import min_snr_weights, ortho_loss
 
 
 def cosines(pooled: np.ndarray) -> np.ndarray:

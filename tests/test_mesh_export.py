@@ -19,8 +19,8 @@ import pytest
 trimesh = pytest.importorskip("trimesh")
 
 from dreamdist.cli import main  # noqa: E402
-from dreamdist.errors import InputError  # noqa: E402
 from dreamdist.mesh_export import export_mesh, linear_to_srgb, read_glb_json  # noqa: E402
+from dreamdist.utils.errors import InputError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STANDIN_DIR = Path(__file__).parent / "standin_threestudio_launch"

@@ -9,11 +9,11 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from dreamdist.distfile import FORMAT_VERSION, load_distribution, save_distribution
-from dreamdist.distribution import PromptDistribution
-from dreamdist.errors import DistributionFileError, MixError
-from dreamdist.gaussian import FeatureGaussian, mix, standard_normal
-from dreamdist.mixture import GaussianMixture, mix_mixtures, pick_component
+from dreamdist.core.distfile import FORMAT_VERSION, load_distribution, save_distribution
+from dreamdist.core.distribution import PromptDistribution
+from dreamdist.core.gaussian import FeatureGaussian, mix, standard_normal
+from dreamdist.core.mixture import GaussianMixture, mix_mixtures, pick_component
+from dreamdist.utils.errors import DistributionFileError, MixError
 
 
 def _gaussian(seed: int, shape=(3, 4)) -> FeatureGaussian:
@@ -122,6 +122,6 @@ def test_distribution_samples_each_seed_from_its_component(tiny_mixture, tiny_en
 
 
 def dist_template(file):
-    from dreamdist.templates import Template
+    from dreamdist.core.templates import Template
 
     return Template.parse(file.template)

@@ -16,9 +16,7 @@ import torch
 from PIL import Image
 
 from dreamdist.cli import main
-from dreamdist.errors import InputError
-from dreamdist.gaussian import standard_normal
-from dreamdist.pngmeta import read_png_params, read_png_text, save_png
+from dreamdist.core.gaussian import standard_normal
 from dreamdist.sampling import (
     Sampler,
     SampleSettings,
@@ -29,6 +27,8 @@ from dreamdist.sampling import (
     render_grid,
     sample,
 )
+from dreamdist.sampling.pngmeta import read_png_params, read_png_text, save_png
+from dreamdist.utils.errors import InputError
 
 STEPS = ["--steps", "2", "--no-progress"]
 
@@ -108,7 +108,7 @@ def test_sample_writes_metadata_and_any_image_regenerates_alone(tmp_path, tiny_d
 
 
 def test_gamma_zero_every_prompt_is_mu(tmp_path, tiny_distribution, tiny_sampler, tiny_model_dir, monkeypatch):
-    from dreamdist.encoder import SoftPromptEncoder
+    from dreamdist.core.encoder import SoftPromptEncoder
 
     fits = []
     encode_soft = SoftPromptEncoder.encode_soft
@@ -485,7 +485,7 @@ def test_mix_with_a_mixture_file_records_each_images_component(tmp_path, tiny_mi
         )
         == 0
     )
-    from dreamdist.mixture import pick_component
+    from dreamdist.core.mixture import pick_component
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert [(e["seed"], e["component"]) for e in manifest["images"]] == [

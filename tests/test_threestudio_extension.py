@@ -169,7 +169,7 @@ def _refusal(ts, fn):
     message = str(err.value)
     assert "\n" not in message and message
     assert err.value.code == f"[dreamdist-prompt-processor] {message}"
-    from dreamdist.errors import DreamdistError
+    from dreamdist.utils.errors import DreamdistError
 
     assert isinstance(err.value, DreamdistError) and isinstance(err.value, SystemExit)
     return message
@@ -247,7 +247,7 @@ def test_configure_builds_view_dependent_embeddings_from_one_draw(ts, make, tiny
     assert proc.text_embeddings_vd.shape == (4, 77, d) and proc.uncond_text_embeddings_vd.shape == (4, 77, d)
     assert proc.text_embeddings.device.type == torch.device(proc.device).type
 
-    from dreamdist.distribution import PromptDistribution
+    from dreamdist.core.distribution import PromptDistribution
 
     dist = PromptDistribution.from_files([tiny_distribution], tiny_encoder)
     expected = dist.sample_views(["{}", *VIEW_TEMPLATES], seed=7, gamma=1.0)
@@ -259,8 +259,8 @@ def test_configure_builds_view_dependent_embeddings_from_one_draw(ts, make, tiny
 
 
 def test_a_mixture_gives_each_seed_one_component_for_every_view(ts, make, tiny_encoder, tiny_mixture, tmp_path):
-    from dreamdist.distribution import PromptDistribution
-    from dreamdist.gaussian import standard_normal
+    from dreamdist.core.distribution import PromptDistribution
+    from dreamdist.core.gaussian import standard_normal
 
     dist = PromptDistribution.from_files([tiny_mixture], tiny_encoder)
     picks = {seed: dist.mixture().pick(seed) for seed in range(8)}
@@ -326,7 +326,7 @@ def test_same_seed_same_tensors_other_seed_differs(ts, make, tmp_path):
 
 def test_gamma_zero_gives_each_directions_mean(ts, make, tiny_encoder, tiny_distribution):
     proc = make(std_scale=0.0, prompt="a photo of {} made of gold")
-    from dreamdist.distribution import PromptDistribution
+    from dreamdist.core.distribution import PromptDistribution
 
     dist = PromptDistribution.from_files([tiny_distribution], tiny_encoder)
     assert proc.prompts_vd[0] == "a photo of {} made of gold, side view"
@@ -348,7 +348,7 @@ def test_mixing_two_distributions(ts, make, tiny_distribution, tiny_distribution
 def test_std_scale_number_is_gamma_list_is_per_file_before_the_mix(
     ts, make, tiny_encoder, tiny_distribution, tiny_distribution_b, tmp_path, monkeypatch
 ):
-    from dreamdist.distribution import PromptDistribution
+    from dreamdist.core.distribution import PromptDistribution
 
     both = [str(tiny_distribution), str(tiny_distribution_b)]
     mix = dict(distribution=both, distribution_weights=[0.5, 0.5], mix_rule="reference", sample_seed=3)
@@ -373,7 +373,7 @@ def test_std_scale_number_is_gamma_list_is_per_file_before_the_mix(
 
 
 def test_text_encoder_is_released_after_configure(ts, make, monkeypatch):
-    from dreamdist.encoder import SoftPromptEncoder
+    from dreamdist.core.encoder import SoftPromptEncoder
 
     refs = []
     original = SoftPromptEncoder.from_pretrained.__func__
@@ -405,7 +405,7 @@ def test_no_spawned_process_and_no_text_keyed_cache(ts, make, tmp_path, monkeypa
 
 
 def _forbid_encoder(monkeypatch):
-    from dreamdist.encoder import SoftPromptEncoder
+    from dreamdist.core.encoder import SoftPromptEncoder
 
     monkeypatch.setattr(
         SoftPromptEncoder,
@@ -415,8 +415,8 @@ def _forbid_encoder(monkeypatch):
 
 
 def test_conditioning_saved_and_resumed_run_reproduces_it(ts, make, tmp_path, tiny_distribution, monkeypatch):
-    from dreamdist.distfile import file_sha256
-    from dreamdist.views import CONDITIONING_FILE, ViewConditioning
+    from dreamdist.conditioning3d.views import CONDITIONING_FILE, ViewConditioning
+    from dreamdist.core.distfile import file_sha256
 
     save = tmp_path / "trial" / "save"
     first = make(sample_seed=9, std_scale=0.8, prompt="a photo of {}", save_dir=str(save))
@@ -446,7 +446,7 @@ def test_resume_with_other_settings_is_refused(ts, make, tmp_path):
 def test_save_dir_from_launch_for_both_system_orders(ts, make, tmp_path):
     """launch.py calls system.set_save_dir(trial/save) after building the system: mvdream-system
     built its processor before (in configure), dreamfusion-system builds it after (on_fit_start)."""
-    from dreamdist.views import CONDITIONING_FILE, ViewConditioning
+    from dreamdist.conditioning3d.views import CONDITIONING_FILE, ViewConditioning
 
     save = tmp_path / "trial" / "save"
     # mvdream order: processor first, then set_save_dir -> the processor saves its conditioning
@@ -564,7 +564,7 @@ def test_reference_images_train_once_then_load_from_cache(ts, make, tmp_path, mo
     assert len(entries) == 1
     entry = entries[0]
     assert entry.with_name(entry.name + ".lock").exists() and entry.with_suffix(".json").is_file()
-    from dreamdist.distfile import file_sha256, load_distribution
+    from dreamdist.core.distfile import file_sha256, load_distribution
 
     assert first.conditioning.spec.file_hashes == (file_sha256(entry),)
     assert load_distribution(entry).ctx.shape[:2] == (2, 1)
@@ -616,7 +616,7 @@ def test_reference_images_training_plans_with_the_memory_free_then(ts, make, tmp
     """The processor's training goes through the same memory plan, with what the device has free when
     it starts (here: nothing, so one evaluation per chunk with checkpointing, recorded in the file)."""
     import dreamdist.train.trainer as trainer_module
-    from dreamdist.distfile import load_distribution
+    from dreamdist.core.distfile import load_distribution
 
     seen = []
     monkeypatch.setattr(trainer_module, "free_memory", lambda device: seen.append(str(device)) or 0)

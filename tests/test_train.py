@@ -15,12 +15,7 @@ from conftest import stop_at
 from PIL import Image, ImageDraw
 
 from dreamdist.cli import main
-from dreamdist.compat import cpu_autocast_supports
-from dreamdist.distfile import load_distribution
-from dreamdist.errors import DreamdistError, InputError
-from dreamdist.losscurve import loss_curve_path
-from dreamdist.prompts import PromptSet
-from dreamdist.stop import StopRequest
+from dreamdist.core.distfile import load_distribution
 from dreamdist.train import (
     PreviewWarning,
     SettingWarning,
@@ -30,6 +25,11 @@ from dreamdist.train import (
     default_paths,
     train_distribution,
 )
+from dreamdist.train.losscurve import loss_curve_path
+from dreamdist.train.prompts import PromptSet
+from dreamdist.utils.compat import cpu_autocast_supports
+from dreamdist.utils.errors import DreamdistError, InputError
+from dreamdist.utils.stop import StopRequest
 
 # Small K/M/S/B keep each step at a few tens of milliseconds on two CPU cores.
 SMALL = TrainConfig(num_prompts=4, num_tokens=2, samples=2, batch_size=2, steps=30, lr=3e-2, checkpoint_every=0)
@@ -69,7 +69,7 @@ def images(tmp_path_factory) -> Path:
 def pipe(tiny_model_dir):
     import warnings
 
-    from dreamdist.runtime import load_pipeline
+    from dreamdist.core.runtime import load_pipeline
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # diffusers' torch_dtype deprecation notice
@@ -141,8 +141,8 @@ def test_training_learns_only_the_vectors_and_writes_a_usable_file(pipe, images,
     assert text_batches == [SMALL.num_prompts] * 30
 
     # the file: loads, samples, records how it was made; the log has one row per step
-    from dreamdist.distribution import PromptDistribution
-    from dreamdist.encoder import SoftPromptEncoder
+    from dreamdist.core.distribution import PromptDistribution
+    from dreamdist.core.encoder import SoftPromptEncoder
 
     assert result.finished and result.out == out and out.is_file()
     dist = load_distribution(out)

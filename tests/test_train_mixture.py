@@ -13,13 +13,13 @@ from conftest import stop_at
 from PIL import Image, ImageDraw
 
 from dreamdist.cli import main
-from dreamdist.distfile import load_distribution
-from dreamdist.errors import InputError
+from dreamdist.core.distfile import load_distribution
 from dreamdist.train import TrainConfig, TrainingInterrupted, train_distribution
 from dreamdist.train.checkpoint import Checkpoint
 from dreamdist.train.components import Assignment, keep_every_component, kmeans
 from dreamdist.train.config import METHOD
 from dreamdist.train.trainer import Trainer
+from dreamdist.utils.errors import InputError
 
 SMALL = TrainConfig(
     num_prompts=2,
@@ -50,7 +50,7 @@ def two_modes(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pipe(tiny_model_dir):
-    from dreamdist.runtime import load_pipeline
+    from dreamdist.core.runtime import load_pipeline
 
     return load_pipeline(tiny_model_dir, torch.device("cpu"))
 
@@ -177,7 +177,7 @@ def test_cli_trains_inspects_and_samples_a_mixture(two_modes, tiny_model_dir, tm
     assert "component 1: weight" in capsys.readouterr().out
     assert main(["sample", str(out), "--out", str(tmp_path / "s"), "--n", "6", "--steps", "1", "--seed", "0"]) == 0
     manifest = json.loads((tmp_path / "s" / "manifest.json").read_text())
-    from dreamdist.mixture import pick_component
+    from dreamdist.core.mixture import pick_component
 
     weights = [c.weight for c in load_distribution(out).components]
     assert [e["component"] for e in manifest["images"]] == [pick_component(weights, s) for s in range(6)]

@@ -10,9 +10,7 @@ import time
 import pytest
 import torch
 
-from dreamdist.distribution import PromptDistribution
-from dreamdist.errors import DistributionFileError, DreamdistError, InputError, TemplateError
-from dreamdist.views import (
+from dreamdist.conditioning3d.views import (
     SampleSpec,
     ViewConditioning,
     cached_distribution,
@@ -21,6 +19,8 @@ from dreamdist.views import (
     sample_spec,
     sample_view_conditioning,
 )
+from dreamdist.core.distribution import PromptDistribution
+from dreamdist.utils.errors import DistributionFileError, DreamdistError, InputError, TemplateError
 
 VIEWS = ["{}, side view", "{}, front view", "{}, back view", "{}, overhead view"]
 
@@ -53,7 +53,7 @@ def test_one_draw_is_shared_by_every_view(dist):
     for w in ws[1:]:
         assert torch.allclose(w, ws[0], atol=1e-3)
     # and it is the seed's standard-normal draw
-    from dreamdist.gaussian import standard_normal
+    from dreamdist.core.gaussian import standard_normal
 
     assert torch.allclose(ws[0], standard_normal(gaussians[0].shape, 7)[varies], atol=1e-3)
 
@@ -100,7 +100,7 @@ def test_mixing_follows_the_2d_module(tiny_distribution, tiny_distribution_b, ti
 def test_spec_from_the_files_alone_equals_the_sampled_spec(dist, tiny_distribution):
     """A resumed 3D run compares the spec it expects (no model loaded) with the saved one: both come
     from sample_spec, so equal settings give equal specs."""
-    from dreamdist.distfile import file_sha256
+    from dreamdist.core.distfile import file_sha256
 
     cond = _cond(dist, seed=5, gamma=0.5)
     expected = sample_spec(
@@ -136,7 +136,7 @@ def test_saved_conditioning_reloads_identically(dist, tmp_path, tiny_distributio
     back = ViewConditioning.load(path)
     assert back.spec == cond.spec
     assert back.spec.seed == 11 and back.spec.gamma == 0.7 and back.spec.template == "a photo of {} made of gold"
-    from dreamdist.distfile import file_sha256
+    from dreamdist.core.distfile import file_sha256
 
     assert back.spec.file_hashes == (file_sha256(tiny_distribution),)
     for name in ("text", "text_vd", "uncond", "uncond_vd"):
@@ -222,7 +222,7 @@ def test_cache_trains_each_key_once_even_concurrently(tmp_path):
     def train(path):
         calls.append(path)
         time.sleep(0.3)  # a slow training: the other runs must wait on the lock, not train again
-        from dreamdist.atomic import atomic_write_bytes
+        from dreamdist.utils.atomic import atomic_write_bytes
 
         atomic_write_bytes(path, b"trained")
 

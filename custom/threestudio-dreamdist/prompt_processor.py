@@ -31,10 +31,7 @@ from typing import Iterator
 import torch
 
 import threestudio
-from dreamdist.errors import DreamdistError, InputError
-from dreamdist.tiny_model import cache_dir
-from dreamdist.train import SettingError, TrainConfig, messages_to, train_distribution
-from dreamdist.views import (
+from dreamdist.conditioning3d.views import (
     CONDITIONING_FILE,
     SampleSpec,
     ViewConditioning,
@@ -46,6 +43,9 @@ from dreamdist.views import (
     sample_spec,
     sample_view_conditioning,
 )
+from dreamdist.tiny_model import cache_dir
+from dreamdist.train import SettingError, TrainConfig, messages_to, train_distribution
+from dreamdist.utils.errors import DreamdistError, InputError
 from threestudio.models.prompt_processors.base import PromptProcessor
 from threestudio.utils.misc import get_rank
 from threestudio.utils.typing import *
@@ -263,8 +263,8 @@ class DreamdistPromptProcessor(PromptProcessor):
     # ------------------------------------------------------------------ sampling
 
     def _check_config(self) -> None:
-        from dreamdist.gaussian import check_mix_rule
-        from dreamdist.templates import Template
+        from dreamdist.core.gaussian import check_mix_rule
+        from dreamdist.core.templates import Template
 
         cfg = self.cfg
         if not cfg.prompt.startswith("lib:"):  # a prompt-library entry is checked once looked up
@@ -287,7 +287,7 @@ class DreamdistPromptProcessor(PromptProcessor):
     def _std_scales(self) -> Optional[List[float]]:
         """``std_scale`` as a list: one sigma scale per distribution file, applied before the mix (one
         value stands for every file); None when it is a number (gamma)."""
-        from dreamdist.gaussian import check_std_scales
+        from dreamdist.core.gaussian import check_std_scales
 
         value = self.cfg.std_scale
         if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -376,12 +376,12 @@ class DreamdistPromptProcessor(PromptProcessor):
 
     def _expected_spec(self, paths: list[str]) -> SampleSpec:
         """The spec this run would sample, computed from the files alone (no text encoder)."""
-        from dreamdist.distfile import file_sha256
+        from dreamdist.core.distfile import file_sha256
 
         hashes = []
         for p in paths:
             if not os.path.isfile(p):
-                from dreamdist.errors import DistributionFileError
+                from dreamdist.utils.errors import DistributionFileError
 
                 raise DistributionFileError(f"{p}: no such distribution file")
             hashes.append(file_sha256(p))
@@ -402,15 +402,15 @@ class DreamdistPromptProcessor(PromptProcessor):
         )
 
     def _sample(self, paths: list[str]) -> ViewConditioning:
-        from dreamdist.distribution import PromptDistribution
-        from dreamdist.encoder import SoftPromptEncoder
-        from dreamdist.runtime import resolve_dtype
+        from dreamdist.core.distribution import PromptDistribution
+        from dreamdist.core.encoder import SoftPromptEncoder
+        from dreamdist.core.runtime import resolve_dtype
 
         cfg = self.cfg
         model = cfg.pretrained_model_name_or_path
         for p in paths:  # refuse a missing file before loading any model
             if not os.path.isfile(p):
-                from dreamdist.errors import DistributionFileError
+                from dreamdist.utils.errors import DistributionFileError
 
                 raise DistributionFileError(f"{p}: no such distribution file")
         dtype = resolve_dtype(cfg.precision, torch.device(self.device))
@@ -463,7 +463,7 @@ class DreamdistPromptProcessor(PromptProcessor):
     # ------------------------------------------------------------------ base-class API kept
 
     def configure_text_encoder(self) -> None:
-        from dreamdist.encoder import SoftPromptEncoder
+        from dreamdist.core.encoder import SoftPromptEncoder
 
         self._encoder = SoftPromptEncoder.from_pretrained(self.cfg.pretrained_model_name_or_path, device=self.device)
 

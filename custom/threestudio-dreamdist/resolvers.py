@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dreamdist.tags import distribution_tag
+from dreamdist.utils.tags import distribution_tag
 
 TAG_RESOLVER = "dreamdist_tag"  # "cats-seed3" in the configs' tag: the rule batch uses to find trials
 

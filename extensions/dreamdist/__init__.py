@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from dreamdist.version import __version__
+
 __all__ = ["Distribution", "load", "mix", "train_distribution", "__version__"]
 
 if TYPE_CHECKING:

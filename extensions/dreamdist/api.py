@@ -21,11 +21,11 @@ from typing import Any, Sequence
 
 import torch
 
-from dreamdist.distfile import DistributionFile, load_distribution
-from dreamdist.distribution import PromptDistribution
-from dreamdist.encoder import SoftPromptEncoder
-from dreamdist.gaussian import MixRule, check_mix_rule, check_std_scales, check_weights
-from dreamdist.runtime import native_resolution
+from dreamdist.core.distfile import DistributionFile, load_distribution
+from dreamdist.core.distribution import PromptDistribution
+from dreamdist.core.encoder import SoftPromptEncoder
+from dreamdist.core.gaussian import MixRule, check_mix_rule, check_std_scales, check_weights
+from dreamdist.core.runtime import native_resolution
 from dreamdist.sampling import latent_noise
 from dreamdist.train import TrainConfig
 from dreamdist.train import train_distribution as _train

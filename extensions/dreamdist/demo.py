@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dreamdist.atomic import atomic_write_text
-from dreamdist.losscurve import loss_curve_path
+from dreamdist.train.losscurve import loss_curve_path
+from dreamdist.utils.atomic import atomic_write_text
 
 NOTE = (
     "The embedded model is tiny (a few MB, trained on toy shapes, or random weights if the toy "
@@ -55,9 +55,9 @@ def free_out_dir(out: Path) -> Path:
 def default_model() -> Path:
     """The shipped toy model where this diffusers can load it, else the random-weight tiny model
     (built once)."""
-    from dreamdist.compat import loads_vae_without_mid_attention
     from dreamdist.tiny_model import default_tiny_model
     from dreamdist.toy import toy_model_path
+    from dreamdist.utils.compat import loads_vae_without_mid_attention
 
     toy = toy_model_path()
     if (toy / "model_index.json").exists() and loads_vae_without_mid_attention():

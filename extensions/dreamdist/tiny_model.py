@@ -12,7 +12,7 @@ import os
 import shutil
 from pathlib import Path
 
-from dreamdist.atomic import atomic_write_text
+from dreamdist.utils.atomic import atomic_write_text
 
 # Words the tiny tokenizer knows as whole tokens; any other text still tokenizes, letter by letter.
 TINY_WORDS = (

@@ -29,7 +29,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from dreamdist.atomic import atomic_write_text
+from dreamdist.utils.atomic import atomic_write_text
 
 # Lightning's ModelCheckpoint: CHECKPOINT_NAME_LAST "last", CHECKPOINT_JOIN_CHAR "-", version "v{n}",
 # FILE_EXTENSION ".ckpt" (so last.ckpt, last-v1.ckpt, ...)

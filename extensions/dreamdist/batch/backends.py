@@ -21,7 +21,7 @@ import threading
 from typing import Any, Protocol
 
 from dreamdist.batch.jobs import BatchSpec, JobResult, run_job
-from dreamdist.errors import InputError
+from dreamdist.utils.errors import InputError
 
 
 class Backend(Protocol):

@@ -33,11 +33,11 @@ import urllib.parse
 from pathlib import Path
 from typing import Any, Iterable, TextIO
 
-from dreamdist.atomic import atomic_write_text
 from dreamdist.batch.jobs import BatchSpec
 from dreamdist.batch.manifest import ACTIVE, Manifest
 from dreamdist.batch.process import shell_line
 from dreamdist.batch.seeds import format_seeds, parse_seeds
+from dreamdist.utils.atomic import atomic_write_text
 
 GALLERY_NAME = "gallery.html"
 REFRESH_S = 30

@@ -26,8 +26,8 @@ from typing import Any, Sequence
 
 from dreamdist.batch import attempts
 from dreamdist.batch.process import GRACE_S, elapsed, run_logged, shell_line
-from dreamdist.errors import DreamdistError, InputError
-from dreamdist.tags import distribution_tag
+from dreamdist.utils.errors import DreamdistError, InputError
+from dreamdist.utils.tags import distribution_tag
 
 LOCK_WAIT_S = 30.0  # a killed job tree releases the seed lock within milliseconds; longer means a live runner
 

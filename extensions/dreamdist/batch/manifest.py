@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
-from dreamdist.atomic import append_line_atomic
-from dreamdist.errors import InputError
+from dreamdist.utils.atomic import append_line_atomic
+from dreamdist.utils.errors import InputError
 
 FINAL = ("done", "failed")
 ACTIVE = ("running", "submitted")  # seen last => the runner died mid-job: restart it

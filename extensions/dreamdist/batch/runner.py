@@ -27,7 +27,7 @@ from dreamdist.batch.jobs import BatchSpec, JobResult, plan_training
 from dreamdist.batch.manifest import ACTIVE, Manifest, check_same_batch
 from dreamdist.batch.process import shell_line
 from dreamdist.batch.seeds import format_seeds
-from dreamdist.stop import StopRequest
+from dreamdist.utils.stop import StopRequest
 
 
 @dataclasses.dataclass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from dreamdist.errors import InputError
+from dreamdist.utils.errors import InputError
 
 MAX_SEED = 2**32 - 1  # pytorch-lightning's seed_everything range, which threestudio calls
 _PART = re.compile(r"^(\d+)(?:-(\d+))?$")

@@ -12,7 +12,7 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
-from dreamdist.errors import DreamdistError
+from dreamdist.utils.errors import DreamdistError
 
 # name -> (module under dreamdist.cli, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -64,7 +64,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         top.print_help()
         return 0 if argv else 2
     if argv[0] == "--version":
-        from dreamdist import __version__
+        from dreamdist.version import __version__
 
         print(f"dreamdist {__version__}")
         return 0
@@ -72,7 +72,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if name not in COMMANDS:
         top.error(f"unknown command {name!r}; choose from: {', '.join(COMMANDS)}")
     module_name, help_ = COMMANDS[name]
-    from dreamdist.quiet import quiet_libraries
+    from dreamdist.utils.quiet import quiet_libraries
 
     quiet_libraries()
     return run_command(importlib.import_module(f"dreamdist.cli.{module_name}"), f"dreamdist {name}", argv[1:], help_)

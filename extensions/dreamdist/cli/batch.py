@@ -95,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     from dreamdist.batch.jobs import GlbOptions, build_spec
     from dreamdist.batch.runner import dry_run, run_batch
     from dreamdist.batch.seeds import parse_gpus, parse_seeds
-    from dreamdist.errors import InputError
+    from dreamdist.utils.errors import InputError
 
     seeds = parse_seeds(args.seeds)
     gpus = parse_gpus(args.gpus) if args.backend == "local" else None

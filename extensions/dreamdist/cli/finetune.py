@@ -25,8 +25,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from dreamdist.cli.settings import add_settings, flags, given_settings, print_result
-from dreamdist.errors import InputError
 from dreamdist.finetune.config import FinetuneConfig
+from dreamdist.utils.errors import InputError
 
 GROUPS = {
     "method": "method (Zeng et al.'s stage 2 defaults)",

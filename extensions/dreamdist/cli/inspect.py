@@ -9,7 +9,7 @@ import argparse
 import json
 from pathlib import Path
 
-from dreamdist.errors import DreamdistError
+from dreamdist.utils.errors import DreamdistError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,8 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dreamdist.distfile import load_distribution
-    from dreamdist.inspection import file_summary, inspect_distribution
+    from dreamdist.cli.inspection import file_summary, inspect_distribution
+    from dreamdist.core.distfile import load_distribution
 
     dist = load_distribution(args.file)
     report = {"file": str(args.file), **file_summary(dist)}

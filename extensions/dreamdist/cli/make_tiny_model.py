@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dreamdist.errors import InputError
+from dreamdist.utils.errors import InputError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

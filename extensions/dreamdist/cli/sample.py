@@ -26,8 +26,8 @@ if TYPE_CHECKING:
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Options shared by `sample`, `sweep-gamma` and `mix`: the fields of ``SampleSettings`` they
     have in common. Defaults described in words have no "(default: ...)" (see cli.HelpFormatter)."""
-    from dreamdist.gaussian import MIX_RULES
-    from dreamdist.runtime import PRECISIONS
+    from dreamdist.core.gaussian import MIX_RULES
+    from dreamdist.core.runtime import PRECISIONS
 
     parser.add_argument(
         "--template",

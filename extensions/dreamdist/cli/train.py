@@ -29,8 +29,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from dreamdist.cli.settings import add_settings, flags, given_settings, print_result
-from dreamdist.errors import InputError
-from dreamdist.templates import Template
+from dreamdist.core.templates import Template
 from dreamdist.train import (
     SettingError,
     SettingWarning,
@@ -39,6 +38,7 @@ from dreamdist.train import (
     messages_to,
     train_distribution,
 )
+from dreamdist.utils.errors import InputError
 
 # TrainConfig's field groups -> --help sections
 GROUPS = {

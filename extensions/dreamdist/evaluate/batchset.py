@@ -15,8 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from dreamdist.errors import InputError
 from dreamdist.evaluate.imagesets import ImageGroup
+from dreamdist.utils.errors import InputError
 
 BATCH_MANIFEST_NAME = "manifest.jsonl"  # dreamdist.batch.jobs.BatchSpec.manifest_path
 
@@ -41,7 +41,7 @@ def batch_group(folder: str | os.PathLike, crop_dir: str | os.PathLike | None = 
     """One group: the colour panel of the front still of each done seed, in seed order."""
     from dreamdist.batch.gallery import find_test_renders
     from dreamdist.batch.manifest import Manifest
-    from dreamdist.images import open_image
+    from dreamdist.utils.images import open_image
 
     folder = Path(folder)
     manifest = Manifest(folder / BATCH_MANIFEST_NAME)

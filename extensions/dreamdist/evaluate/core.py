@@ -30,10 +30,10 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dreamdist.errors import InputError
 from dreamdist.evaluate import metrics as M
 from dreamdist.evaluate.encoders import DEFAULT_CLIP_MODEL, DEFAULT_DINO_MODEL, SPACES, Encoder, load_encoder
 from dreamdist.evaluate.imagesets import ImageGroup, generated_groups, reference_paths
+from dreamdist.utils.errors import InputError
 
 METRICS = ("fid", "clip-i", "dino", "density", "coverage", "diversity")
 LOWER_IS_BETTER = frozenset({"fid"})
@@ -154,7 +154,7 @@ def evaluate_groups(
 
     ``encoders`` maps feature spaces to ready encoders (tests pass tiny ones; missing spaces are
     loaded from the settings)."""
-    from dreamdist.runtime import pick_device
+    from dreamdist.core.runtime import pick_device
 
     settings = settings or EvaluateSettings()
     settings.validate()

@@ -23,8 +23,8 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 import torch
 
-from dreamdist.errors import InputError
-from dreamdist.images import open_image
+from dreamdist.utils.errors import InputError
+from dreamdist.utils.images import open_image
 
 SPACES = ("inception", "clip", "dino")
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dreamdist.errors import InputError
-from dreamdist.images import IMAGE_EXTENSIONS, list_image_files
+from dreamdist.utils.errors import InputError
+from dreamdist.utils.images import IMAGE_EXTENSIONS, list_image_files
 
 # what `dreamdist sample` / `sweep-gamma` / `mix` write next to their images (dreamdist.sampling's
 # MANIFEST_NAME; not imported from there so that reading image folders does not load the sampler)

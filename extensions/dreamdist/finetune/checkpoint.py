@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from dreamdist.errors import InputError
 from dreamdist.train.checkpoint import damaged, load_state, save_state
+from dreamdist.utils.errors import InputError
 
 FORMAT = "dreamdist.finetune-checkpoint"
 VERSION = 1

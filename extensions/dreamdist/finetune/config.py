@@ -14,7 +14,7 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from dreamdist.runtime import PRECISIONS
+from dreamdist.core.runtime import PRECISIONS
 from dreamdist.train.config import LENGTH, METHOD, OUTPUT, SPEED, SettingError
 
 METHODS = ("full", "lora")
@@ -159,7 +159,7 @@ class FinetuneConfig:
         self._need(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         self._need(self.snapshot_every >= 0, "snapshot_every", "must be >= 0")
         if self.template is not None:
-            from dreamdist.templates import Template
+            from dreamdist.core.templates import Template
 
             Template.parse(self.template)  # TemplateError names the problem
 

@@ -29,8 +29,8 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
-from dreamdist.atomic import follow_umask
-from dreamdist.errors import InputError
+from dreamdist.utils.atomic import follow_umask
+from dreamdist.utils.errors import InputError
 
 INFO_NAME = "dreamdist_finetune.json"
 UNET_WEIGHTS = "diffusion_pytorch_model.safetensors"

@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from dreamdist.atomic import atomic_path, atomic_write_text
-from dreamdist.errors import InputError
+from dreamdist.utils.atomic import atomic_path, atomic_write_text
+from dreamdist.utils.errors import InputError
 
 MANIFEST = "class_images.json"
 BATCH = 4

@@ -47,23 +47,23 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from dreamdist.compat import autocast, grad_scaler
-from dreamdist.distfile import file_sha256, load_distribution
-from dreamdist.distribution import PromptDistribution
-from dreamdist.errors import InputError
+from dreamdist.core.distfile import file_sha256, load_distribution
+from dreamdist.core.distribution import PromptDistribution
+from dreamdist.core.gaussian import FeatureGaussian
+from dreamdist.core.runtime import precision_name
+from dreamdist.core.seeds import derived_seed
 from dreamdist.finetune.checkpoint import FinetuneCheckpoint
 from dreamdist.finetune.config import LORA_TARGETS, METHOD, OUTPUT, FinetuneConfig
 from dreamdist.finetune.output import write_pipeline_folder
 from dreamdist.finetune.prior import class_image_key, class_images, default_class_dir, unet_hash
-from dreamdist.gaussian import FeatureGaussian
-from dreamdist.images import check_reference_folder, load_reference_images
-from dreamdist.runtime import precision_name
-from dreamdist.seeds import derived_seed
-from dreamdist.stop import StopRequest
 from dreamdist.train.checkpoint import image_ids
 from dreamdist.train.model import FrozenModel, resolve_precision
 from dreamdist.train.outcome import TrainingDiverged, TrainingInterrupted
 from dreamdist.train.runlog import noting_warnings, open_step_log
+from dreamdist.utils.compat import autocast, grad_scaler
+from dreamdist.utils.errors import InputError
+from dreamdist.utils.images import check_reference_folder, load_reference_images
+from dreamdist.utils.stop import StopRequest
 
 logger = logging.getLogger("dreamdist.train")  # stage 1's logger: ``messages_to`` routes both
 CSV_COLUMNS = ("step", "loss", "diffusion_loss", "prior_loss", "grad_norm", "lr", "elapsed_s")
@@ -562,7 +562,7 @@ class FinetuneTrainer:
 
     def info(self) -> dict[str, Any]:
         """``dreamdist_finetune.json``: how the folder was made."""
-        from dreamdist import __version__
+        from dreamdist.version import __version__
 
         cfg = self.config
         settings = {k: v for k, v in cfg.to_dict().items() if k not in cfg.values(OUTPUT)}

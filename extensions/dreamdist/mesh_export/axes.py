@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dreamdist.errors import InputError
+from dreamdist.utils.errors import InputError
 
 AXES = {"+X": (1, 0, 0), "-X": (-1, 0, 0), "+Y": (0, 1, 0), "-Y": (0, -1, 0), "+Z": (0, 0, 1), "-Z": (0, 0, -1)}
 

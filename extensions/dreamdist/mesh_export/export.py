@@ -10,12 +10,12 @@ from typing import Any
 
 import numpy as np
 
-from dreamdist.atomic import atomic_path
-from dreamdist.errors import InputError
 from dreamdist.mesh_export.axes import ORIGINS, THREESTUDIO_UP, axis_transform, origin_shift
 from dreamdist.mesh_export.geometry import MIN_FACES, decimate, is_watertight, weld
 from dreamdist.mesh_export.glb import build_mesh, glb_bytes
 from dreamdist.mesh_export.obj_input import choose_colour, load_obj
+from dreamdist.utils.atomic import atomic_path
+from dreamdist.utils.errors import InputError
 
 
 @dataclasses.dataclass

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from dreamdist.errors import InputError
+from dreamdist.utils.errors import InputError
 
 MIN_FACES = 4
 

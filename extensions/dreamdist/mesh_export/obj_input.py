@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from dreamdist.errors import InputError
+from dreamdist.utils.errors import InputError
 
 
 @dataclasses.dataclass

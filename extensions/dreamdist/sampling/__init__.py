@@ -30,6 +30,7 @@ same.
 
 from __future__ import annotations
 
+from dreamdist.core.seeds import MAX_SEED, derived_seed
 from dreamdist.sampling.commands import mix_row, regenerate_command, sample, settings_of, sweep_gamma
 from dreamdist.sampling.render import (
     RenderSettings,
@@ -51,7 +52,6 @@ from dreamdist.sampling.run_folder import (
     resolve_out_dir,
 )
 from dreamdist.sampling.settings import DEFAULT_GAMMAS, SampleSettings, check_number_ranges, mix_weights
-from dreamdist.seeds import MAX_SEED, derived_seed
 
 __all__ = [
     "DEFAULT_GAMMAS",

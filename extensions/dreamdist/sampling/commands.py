@@ -16,14 +16,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from dreamdist.distfile import DistributionFile, file_sha256, load_distribution
-from dreamdist.errors import InputError
-from dreamdist.gaussian import check_weights, normalised_weights
-from dreamdist.mixture import GaussianMixture, mix_mixtures
-from dreamdist.runtime import precision_name
+from dreamdist.core.distfile import DistributionFile, file_sha256, load_distribution
+from dreamdist.core.gaussian import check_weights, normalised_weights
+from dreamdist.core.mixture import GaussianMixture, mix_mixtures
+from dreamdist.core.runtime import precision_name
 from dreamdist.sampling.render import Sampler, Shot
 from dreamdist.sampling.run_folder import GridSpec, RunFolder, RunResult, resolve_out_dir
 from dreamdist.sampling.settings import DEFAULT_GAMMAS, SampleSettings, mix_weights
+from dreamdist.utils.errors import InputError
 
 PathLike = str | os.PathLike
 

@@ -16,16 +16,16 @@ from typing import Any, Iterator, Mapping, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from dreamdist.atomic import atomic_path
-from dreamdist.distfile import DistributionFile, load_distribution
-from dreamdist.distribution import PromptDistribution
-from dreamdist.encoder import SoftPromptEncoder
-from dreamdist.errors import InputError
-from dreamdist.gaussian import standard_normal
-from dreamdist.grid import contact_sheet, labelled_grid
-from dreamdist.mixture import Sampleable
-from dreamdist.runtime import encoder_of, load_pipeline, native_resolution, pick_device, resolve_dtype
-from dreamdist.seeds import derived_seed
+from dreamdist.core.distfile import DistributionFile, load_distribution
+from dreamdist.core.distribution import PromptDistribution
+from dreamdist.core.encoder import SoftPromptEncoder
+from dreamdist.core.gaussian import standard_normal
+from dreamdist.core.mixture import Sampleable
+from dreamdist.core.runtime import encoder_of, load_pipeline, native_resolution, pick_device, resolve_dtype
+from dreamdist.core.seeds import derived_seed
+from dreamdist.sampling.grid import contact_sheet, labelled_grid
+from dreamdist.utils.atomic import atomic_path
+from dreamdist.utils.errors import InputError
 
 # what a pipeline's __call__ must accept for dreamdist to drive it
 _NEEDED = frozenset({"prompt_embeds", "negative_prompt_embeds", "latents"})

@@ -20,11 +20,11 @@ from typing import Any, Mapping
 
 from PIL import Image
 
-from dreamdist import __version__
-from dreamdist.errors import InputError
-from dreamdist.grid import fit_tile, labelled_grid, tile_size
-from dreamdist.pngmeta import save_png
+from dreamdist.sampling.grid import fit_tile, labelled_grid, tile_size
+from dreamdist.sampling.pngmeta import save_png
 from dreamdist.sampling.render import Shot
+from dreamdist.utils.errors import InputError
+from dreamdist.version import __version__
 
 DEFAULT_ROOT = Path("samples")
 GRID_NAME = "grid.png"

@@ -13,11 +13,11 @@ import os
 from dataclasses import dataclass, fields
 from typing import Any, Sequence
 
-from dreamdist.errors import InputError
-from dreamdist.gaussian import check_mix_rule, check_std_scales, check_weights
+from dreamdist.core.gaussian import check_mix_rule, check_std_scales, check_weights
+from dreamdist.core.seeds import MAX_SEED
+from dreamdist.core.templates import Template
 from dreamdist.sampling.render import RenderSettings
-from dreamdist.seeds import MAX_SEED
-from dreamdist.templates import Template
+from dreamdist.utils.errors import InputError
 
 DEFAULT_GAMMAS = (0.0, 0.5, 1.0, 1.5, 2.0)
 

@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from dreamdist.atomic import atomic_path
-from dreamdist.distfile import Fingerprint, file_sha256
-from dreamdist.errors import InputError
-from dreamdist.runtime import precision_name
-from dreamdist.templates import Template
+from dreamdist.core.distfile import Fingerprint, file_sha256
+from dreamdist.core.runtime import precision_name
+from dreamdist.core.templates import Template
 from dreamdist.train.config import METHOD, TrainConfig
+from dreamdist.utils.atomic import atomic_path
+from dreamdist.utils.errors import InputError
 
 CHECKPOINT_FORMAT = "dreamdist.train-checkpoint"
 CHECKPOINT_VERSION = 2

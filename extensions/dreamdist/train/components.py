@@ -26,8 +26,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from dreamdist.distfile import Component
-from dreamdist.seeds import derived_seed
+from dreamdist.core.distfile import Component
+from dreamdist.core.seeds import derived_seed
 
 ASSIGN_DRAWS = 8  # draws per image per E step: N x C x 8 UNet forward passes, no backward
 KMEANS_RESTARTS = 8

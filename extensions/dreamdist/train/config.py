@@ -22,10 +22,10 @@ import warnings
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from dreamdist.errors import InputError
-from dreamdist.losses import ORTHO_ALIASES, ORTHO_KINDS, SNR_KINDS, ortho_kind_name
-from dreamdist.runtime import PRECISIONS
-from dreamdist.templates import Template
+from dreamdist.core.runtime import PRECISIONS
+from dreamdist.core.templates import Template
+from dreamdist.train.losses import ORTHO_ALIASES, ORTHO_KINDS, SNR_KINDS, ortho_kind_name
+from dreamdist.utils.errors import InputError
 
 CROPS = ("random", "center")
 AUTO = "auto"

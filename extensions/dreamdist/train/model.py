@@ -15,13 +15,13 @@ from typing import Any, Iterator
 
 import torch
 
-from dreamdist.compat import autocast
-from dreamdist.distfile import Fingerprint
-from dreamdist.encoder import SoftPromptEncoder
-from dreamdist.errors import InputError
-from dreamdist.runtime import load_pipeline, native_resolution, pick_device, precision_name, resolve_dtype
+from dreamdist.core.distfile import Fingerprint
+from dreamdist.core.encoder import SoftPromptEncoder
+from dreamdist.core.runtime import load_pipeline, native_resolution, pick_device, precision_name, resolve_dtype
 from dreamdist.train.config import SettingError
 from dreamdist.train.outcome import TrainingDiverged
+from dreamdist.utils.compat import autocast
+from dreamdist.utils.errors import InputError
 
 VAE_CHUNK = 8  # the most images per VAE encoder call while caching latents (the memory plan may use fewer)
 PARTS = ("unet", "vae", "text_encoder", "tokenizer", "scheduler")

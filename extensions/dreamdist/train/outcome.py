@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dreamdist.errors import DreamdistError
+from dreamdist.utils.errors import DreamdistError
 
 
 class TrainingDiverged(DreamdistError):

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from dreamdist.errors import InputError
+from dreamdist.utils.errors import InputError
 
 PathArg = str | os.PathLike | None
 

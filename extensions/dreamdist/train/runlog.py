@@ -18,11 +18,11 @@ from typing import Any, Callable, Iterator
 
 from tqdm.auto import tqdm
 
-from dreamdist.atomic import atomic_write_text
-from dreamdist.losscurve import plot_loss_curve
-from dreamdist.mixture import Sampleable
+from dreamdist.core.mixture import Sampleable
 from dreamdist.sampling import render_grid
+from dreamdist.train.losscurve import plot_loss_curve
 from dreamdist.train.outcome import PreviewWarning
+from dreamdist.utils.atomic import atomic_write_text
 
 CSV_COLUMNS = ("step", "loss", "diffusion_loss", "ortho_loss", "grad_norm", "lr", "elapsed_s")
 LOGGER_NAME = "dreamdist.train"

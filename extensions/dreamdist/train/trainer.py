@@ -53,27 +53,27 @@ from typing import Any, Callable
 
 import torch
 
-from dreamdist.compat import grad_scaler
-from dreamdist.distfile import Component, DistributionFile, save_distribution
-from dreamdist.encoder import SoftPromptEncoder
-from dreamdist.errors import InputError
-from dreamdist.gaussian import FeatureGaussian
-from dreamdist.images import ReferenceImages, check_reference_folder, crop_offsets, load_reference_images
-from dreamdist.losses import min_snr_weights, ortho_loss
-from dreamdist.mixture import GaussianMixture
-from dreamdist.prompts import PromptSet
-from dreamdist.seeds import derived_seed
-from dreamdist.stop import StopRequest
-from dreamdist.templates import Template
+from dreamdist.core.distfile import Component, DistributionFile, save_distribution
+from dreamdist.core.encoder import SoftPromptEncoder
+from dreamdist.core.gaussian import FeatureGaussian
+from dreamdist.core.mixture import GaussianMixture
+from dreamdist.core.seeds import derived_seed
+from dreamdist.core.templates import Template
 from dreamdist.train.checkpoint import Checkpoint, image_ids, resume_settings
 from dreamdist.train.components import ASSIGN_DRAWS, Assignment
 from dreamdist.train.config import LENGTH, METHOD, SPEED, TrainConfig
 from dreamdist.train.hooks import NO_HOOK, StepHook
+from dreamdist.train.losses import min_snr_weights, ortho_loss
 from dreamdist.train.memory import MemoryEstimate, MemoryPlan, ModelConfigs, Workload, free_memory, plan_memory
 from dreamdist.train.model import VAE_CHUNK, FrozenModel, check_resolution, run_device
 from dreamdist.train.outcome import StepInfo, TrainingDiverged, TrainingInterrupted, TrainResult
 from dreamdist.train.paths import TrainPaths
+from dreamdist.train.prompts import PromptSet
 from dreamdist.train.runlog import RunLog, noting_warnings, render_preview
+from dreamdist.utils.compat import grad_scaler
+from dreamdist.utils.errors import InputError
+from dreamdist.utils.images import ReferenceImages, check_reference_folder, crop_offsets, load_reference_images
+from dreamdist.utils.stop import StopRequest
 
 logger = logging.getLogger(__name__)
 

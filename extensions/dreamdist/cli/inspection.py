@@ -7,11 +7,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from dreamdist.distfile import DistributionFile
-from dreamdist.distribution import PromptDistribution
-from dreamdist.encoder import SoftPromptEncoder
-from dreamdist.gaussian import FeatureGaussian
-from dreamdist.templates import Template
+from dreamdist.core.distfile import DistributionFile
+from dreamdist.core.distribution import PromptDistribution
+from dreamdist.core.encoder import SoftPromptEncoder
+from dreamdist.core.gaussian import FeatureGaussian
+from dreamdist.core.templates import Template
 
 
 def file_summary(dist: DistributionFile) -> dict[str, Any]:

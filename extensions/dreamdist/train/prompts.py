@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from dreamdist.encoder import EncodedPrompts, SoftPromptEncoder
-from dreamdist.gaussian import FeatureGaussian
-from dreamdist.templates import Template
+from dreamdist.core.encoder import EncodedPrompts, SoftPromptEncoder
+from dreamdist.core.gaussian import FeatureGaussian
+from dreamdist.core.templates import Template
 
 
 class PromptSet(nn.Module):

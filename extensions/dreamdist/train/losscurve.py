@@ -10,7 +10,7 @@ import csv
 import os
 from pathlib import Path
 
-from dreamdist.atomic import atomic_path
+from dreamdist.utils.atomic import atomic_path
 
 
 def loss_curve_path(log_csv: str | os.PathLike) -> Path:

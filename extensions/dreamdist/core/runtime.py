@@ -7,9 +7,9 @@ from typing import Literal
 
 import torch
 
-from dreamdist.compat import cpu_autocast_supports, diffusers_dtype_kwargs, no_pipeline_loading_bar
-from dreamdist.encoder import SoftPromptEncoder
-from dreamdist.errors import InputError
+from dreamdist.core.encoder import SoftPromptEncoder
+from dreamdist.utils.compat import cpu_autocast_supports, diffusers_dtype_kwargs, no_pipeline_loading_bar
+from dreamdist.utils.errors import InputError
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")

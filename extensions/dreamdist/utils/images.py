@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dreamdist.errors import InputError
+from dreamdist.utils.errors import InputError
 
 IMAGE_EXTENSIONS: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # Files that file managers drop into folders; never reference images, never worth an error.

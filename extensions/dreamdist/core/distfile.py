@@ -25,8 +25,8 @@ from typing import Any
 
 import torch
 
-from dreamdist.atomic import atomic_path
-from dreamdist.errors import DistributionFileError, FingerprintMismatchError
+from dreamdist.utils.atomic import atomic_path
+from dreamdist.utils.errors import DistributionFileError, FingerprintMismatchError
 
 FORMAT = "dreamdist.distribution"
 FORMAT_VERSION = 2  # the newest this reads

@@ -16,8 +16,8 @@ from typing import Any, Mapping
 from PIL import Image, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from dreamdist import __version__
-from dreamdist.errors import InputError
+from dreamdist.utils.errors import InputError
+from dreamdist.version import __version__
 
 JSON_KEY = "dreamdist"
 SOFTWARE_KEY = "Software"

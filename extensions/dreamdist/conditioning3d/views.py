@@ -28,12 +28,12 @@ from filelock import FileLock
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from dreamdist.atomic import atomic_path, atomic_write_text
-from dreamdist.distfile import file_sha256
-from dreamdist.distribution import PromptDistribution
-from dreamdist.errors import DistributionFileError, InputError, TemplateError
-from dreamdist.images import list_image_files
-from dreamdist.templates import Template
+from dreamdist.core.distfile import file_sha256
+from dreamdist.core.distribution import PromptDistribution
+from dreamdist.core.templates import Template
+from dreamdist.utils.atomic import atomic_path, atomic_write_text
+from dreamdist.utils.errors import DistributionFileError, InputError, TemplateError
+from dreamdist.utils.images import list_image_files
 
 CONDITIONING_FILE = "dreamdist_conditioning.safetensors"
 CONDITIONING_FORMAT = "dreamdist.conditioning"

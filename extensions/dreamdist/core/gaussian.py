@@ -9,7 +9,7 @@ from typing import Literal, Sequence
 
 import torch
 
-from dreamdist.errors import MixError
+from dreamdist.utils.errors import MixError
 
 MixRule = Literal["paper", "reference"]
 MIX_RULES: tuple[str, ...] = ("paper", "reference")

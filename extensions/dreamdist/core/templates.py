@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dreamdist.errors import TemplateError
+from dreamdist.utils.errors import TemplateError
 
 PLACEHOLDER = "{}"
 

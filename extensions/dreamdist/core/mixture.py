@@ -21,9 +21,9 @@ from typing import Sequence, Union
 
 import torch
 
-from dreamdist.errors import MixError
-from dreamdist.gaussian import FeatureGaussian, MixRule, check_weights, mix, normalised_weights, standard_normal
-from dreamdist.seeds import derived_seed
+from dreamdist.core.gaussian import FeatureGaussian, MixRule, check_weights, mix, normalised_weights, standard_normal
+from dreamdist.core.seeds import derived_seed
+from dreamdist.utils.errors import MixError
 
 
 def pick_component(weights: Sequence[float], seed: int) -> int:

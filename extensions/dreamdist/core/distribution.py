@@ -15,10 +15,9 @@ from typing import Sequence
 
 import torch
 
-from dreamdist.distfile import DistributionFile, file_sha256, load_distribution
-from dreamdist.encoder import SoftPromptEncoder
-from dreamdist.errors import MixError
-from dreamdist.gaussian import (
+from dreamdist.core.distfile import DistributionFile, file_sha256, load_distribution
+from dreamdist.core.encoder import SoftPromptEncoder
+from dreamdist.core.gaussian import (
     FeatureGaussian,
     MixRule,
     check_mix_rule,
@@ -26,8 +25,9 @@ from dreamdist.gaussian import (
     check_weights,
     standard_normal,
 )
-from dreamdist.mixture import GaussianMixture, mix_mixtures
-from dreamdist.templates import Template
+from dreamdist.core.mixture import GaussianMixture, mix_mixtures
+from dreamdist.core.templates import Template
+from dreamdist.utils.errors import MixError
 
 
 class PromptDistribution:

@@ -15,8 +15,8 @@ from typing import Iterator
 
 import torch
 
-from dreamdist.errors import TemplateError
-from dreamdist.templates import Template
+from dreamdist.core.templates import Template
+from dreamdist.utils.errors import TemplateError
 
 
 @dataclass
@@ -55,7 +55,7 @@ class SoftPromptEncoder:
         """Load ``tokenizer/`` and ``text_encoder/`` of a diffusers model folder or hub id."""
         from transformers import CLIPTextModel, CLIPTokenizer
 
-        from dreamdist.compat import transformers_dtype_kwargs
+        from dreamdist.utils.compat import transformers_dtype_kwargs
 
         tokenizer = CLIPTokenizer.from_pretrained(model, subfolder="tokenizer")
         dtype_kwargs = transformers_dtype_kwargs(dtype)
